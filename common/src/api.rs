@@ -1,0 +1,412 @@
+//! HTTP wire types shared by the server and the CLI. All bodies are JSON; binary fields are base64.
+//! The routes are listed in `docs/protocol.md`.
+
+use crate::descriptor::SignedDescriptor;
+use crate::encoding::serde_b64;
+use crate::kdf::KdfParams;
+use crate::{Category, RecordId, Role, ShareId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// Header carrying a new record's category on an upload.
+pub const HEADER_CATEGORY: &str = "x-healthlock-category";
+/// Header carrying a new record's key envelope (base64) on an upload.
+pub const HEADER_ENVELOPE: &str = "x-healthlock-envelope";
+/// Header carrying a new record's sealed metadata (base64) on an upload.
+pub const HEADER_META: &str = "x-healthlock-meta";
+/// Header carrying the SHA-256 of the body, echoed by the server after it stored the body.
+pub const HEADER_SHA256: &str = "x-healthlock-sha256";
+
+/// Every refusal the server can give. The CLI matches on this, never on message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is malformed.
+    BadRequest,
+    /// No valid session: log in.
+    Unauthenticated,
+    /// Wrong username or password (never says which).
+    InvalidCredentials,
+    /// The account's role may not do this.
+    Forbidden,
+    /// The share was made for another role.
+    WrongRole,
+    /// Nothing here, or nothing the caller can prove a right to.
+    NotFound,
+    /// The share expired.
+    ShareExpired,
+    /// The patient revoked the share.
+    ShareRevoked,
+    /// The share's uses are spent.
+    ShareUsedUp,
+    /// The share needs a passcode.
+    PasscodeRequired,
+    /// The passcode was wrong.
+    PasscodeWrong,
+    /// Too many wrong passcodes: the share is locked.
+    ShareLocked,
+    /// The open challenge is unknown, used or older than 60 s.
+    ChallengeInvalid,
+    /// The client signed for another server address.
+    OriginMismatch,
+    /// The invite is unknown, used, expired or for another role.
+    InviteInvalid,
+    /// Provider accounts need an invite.
+    InviteRequired,
+    /// The username is taken.
+    UsernameTaken,
+    /// The upload exceeds the server's limit.
+    PayloadTooLarge,
+    /// The server's disk is full.
+    InsufficientStorage,
+    /// The body arrived incomplete.
+    UploadIncomplete,
+    /// Something failed inside the server (details are in its log only).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::WrongRole => "wrong_role",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ShareExpired => "share_expired",
+            ErrorCode::ShareRevoked => "share_revoked",
+            ErrorCode::ShareUsedUp => "share_used_up",
+            ErrorCode::PasscodeRequired => "passcode_required",
+            ErrorCode::PasscodeWrong => "passcode_wrong",
+            ErrorCode::ShareLocked => "share_locked",
+            ErrorCode::ChallengeInvalid => "challenge_invalid",
+            ErrorCode::OriginMismatch => "origin_mismatch",
+            ErrorCode::InviteInvalid => "invite_invalid",
+            ErrorCode::InviteRequired => "invite_required",
+            ErrorCode::UsernameTaken => "username_taken",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::UploadIncomplete => "upload_incomplete",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The body of every error response: `{"error": {"code", "message", ...}}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// A refusal: a machine-readable code, a safe one-line message, and facts the CLI may use.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// A lower-case, one-line message safe to show anyone who got this response.
+    pub message: String,
+    /// When the share expired or was revoked (Unix seconds), where that applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
+    /// Passcode attempts left before the share locks, where that applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts_left: Option<u32>,
+}
+
+/// `GET /v1/info`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The origin the server signs for and puts in links.
+    pub origin: String,
+    /// The server's version.
+    pub version: String,
+    /// The largest upload accepted, in bytes.
+    pub max_upload: u64,
+    /// The longest share lifetime accepted, in seconds.
+    pub max_share_lifetime: u64,
+}
+
+/// `POST /v1/auth/prelogin`: which salt and cost to derive the password with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreloginRequest {
+    /// The account name.
+    pub username: String,
+}
+
+/// Answer to [`PreloginRequest`]. An unknown username gets a stable made-up salt, so this route
+/// does not reveal which accounts exist.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreloginResponse {
+    /// The account's Argon2id salt.
+    #[serde(with = "serde_b64")]
+    pub salt: Vec<u8>,
+    /// The account's Argon2id parameters.
+    pub kdf: KdfParams,
+}
+
+/// `POST /v1/auth/register`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The new account's name.
+    pub username: String,
+    /// The role; providers need `invite`.
+    pub role: Role,
+    /// An operator's invite code (providers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+    /// The Argon2id salt the client chose.
+    #[serde(with = "serde_b64")]
+    pub salt: Vec<u8>,
+    /// The Argon2id parameters the client used.
+    pub kdf: KdfParams,
+    /// `HKDF(K, "auth")` — the server stores only an Argon2id hash of it.
+    #[serde(with = "serde_b64")]
+    pub auth: Vec<u8>,
+    /// The account's age recipient.
+    pub age_recipient: String,
+    /// The account's Ed25519 public key, hex.
+    pub ed25519_public: String,
+    /// The private keys, as an age file encrypted to the password-derived wrap key.
+    #[serde(with = "serde_b64")]
+    pub wrapped_keys: Vec<u8>,
+}
+
+/// `POST /v1/auth/login`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// The account name.
+    pub username: String,
+    /// `HKDF(K, "auth")`.
+    #[serde(with = "serde_b64")]
+    pub auth: Vec<u8>,
+}
+
+/// Answer to register and login.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// The bearer token for `Authorization: Bearer …`. Secret.
+    pub session: String,
+    /// When the session ends at the latest (Unix seconds).
+    pub session_expires: u64,
+    /// The account.
+    pub user: UserInfo,
+    /// The wrapped private keys, to unwrap with the password-derived key.
+    #[serde(with = "serde_b64")]
+    pub wrapped_keys: Vec<u8>,
+}
+
+/// An account as shown to its owner.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// The account id.
+    pub id: UserId,
+    /// The account name.
+    pub username: String,
+    /// Its role.
+    pub role: Role,
+    /// Creation time.
+    pub created: u64,
+    /// The account's age recipient.
+    pub age_recipient: String,
+}
+
+/// A record as the server knows it: ids, category, sizes, times, and opaque ciphertext.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecordInfo {
+    /// The record.
+    pub id: RecordId,
+    /// Its category.
+    pub category: Category,
+    /// Ciphertext size in bytes.
+    pub size: u64,
+    /// SHA-256 of the ciphertext, hex.
+    pub sha256: String,
+    /// Upload time.
+    pub created: u64,
+    /// The record key sealed to the patient.
+    #[serde(with = "serde_b64")]
+    pub envelope: Vec<u8>,
+    /// Title and file name sealed to the record key.
+    #[serde(with = "serde_b64")]
+    pub meta: Vec<u8>,
+    /// The doctor who attached it, if it was not the patient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_by: Option<String>,
+}
+
+/// `POST /v1/shares`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreateShareRequest {
+    /// The signed descriptor; the server takes id, role, expiry and records from it.
+    pub descriptor: SignedDescriptor,
+    /// The share's Ed25519 public key, hex (checks the open proof).
+    pub verify_key: String,
+    /// Each record key sealed to the share's key, with the sealed metadata.
+    pub records: Vec<ShareRecordKeys>,
+    /// How many successful opens the share allows; `None` for unlimited until expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
+    /// The passcode proof (see `token::ShareSecret::passcode_proof`) when the share has a passcode.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
+    pub passcode_proof: Option<Vec<u8>>,
+}
+
+/// A record's key and metadata as the token holder will receive them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShareRecordKeys {
+    /// The record.
+    pub id: RecordId,
+    /// The record key sealed to the share's age identity.
+    #[serde(with = "serde_b64")]
+    pub envelope: Vec<u8>,
+    /// The record's sealed metadata.
+    #[serde(with = "serde_b64")]
+    pub meta: Vec<u8>,
+}
+
+/// The state of a share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareStatus {
+    /// Can be opened.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked by the patient.
+    Revoked,
+    /// All uses spent.
+    UsedUp,
+    /// Locked after too many wrong passcodes.
+    Locked,
+}
+
+/// A share as its patient sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShareInfo {
+    /// The share.
+    pub id: ShareId,
+    /// The role it was made for.
+    pub role: Role,
+    /// The records in it.
+    pub records: Vec<RecordId>,
+    /// Creation time.
+    pub created: u64,
+    /// Expiry.
+    pub expires: u64,
+    /// Successful opens so far.
+    pub uses: u32,
+    /// The limit of opens, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
+    /// Whether a passcode is needed.
+    pub passcode: bool,
+    /// When it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<u64>,
+    /// Its state now.
+    pub status: ShareStatus,
+}
+
+/// `POST /v1/shares/{id}/challenge` answer: a single-use nonce to sign.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Challenge {
+    /// The nonce.
+    pub nonce: String,
+    /// The origin to sign for.
+    pub origin: String,
+    /// Seconds the nonce stays valid.
+    pub expires_in: u64,
+}
+
+/// `POST /v1/shares/{id}/open`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct OpenRequest {
+    /// The nonce from the challenge.
+    pub nonce: String,
+    /// The origin the client signed for.
+    pub origin: String,
+    /// Ed25519 signature over `token::open_message`.
+    #[serde(with = "serde_b64")]
+    pub signature: Vec<u8>,
+    /// The passcode proof, if the share has a passcode.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
+    pub passcode_proof: Option<Vec<u8>>,
+}
+
+/// What a successful open returns: the signed descriptor and the keys of the records the
+/// caller's role may read. Bodies follow from `GET /v1/shares/{id}/records/{record}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenResponse {
+    /// As the patient signed it.
+    pub descriptor: SignedDescriptor,
+    /// Keys and metadata of the readable records only.
+    pub records: Vec<ShareRecordKeys>,
+    /// Records in the share that the caller's role may not read.
+    pub withheld: Vec<RecordId>,
+    /// Until when bodies may be downloaded under this open (Unix seconds).
+    pub grant_expires: u64,
+}
+
+/// One audit event, as the patient reads it. Ids only: never titles or file names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the patient's log, from 1.
+    pub seq: u64,
+    /// When (Unix seconds).
+    pub time: u64,
+    /// Who acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<UserId>,
+    /// The actor's username, resolved when the log is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_name: Option<String>,
+    /// The actor's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_role: Option<Role>,
+    /// What was done, e.g. `share.open`.
+    pub action: String,
+    /// The share involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<ShareId>,
+    /// The record involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordId>,
+    /// Whether it was allowed.
+    pub allowed: bool,
+    /// Why it was refused (an [`ErrorCode`] name), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// SHA-256 chain value over the previous hash and this event, hex.
+    pub hash: String,
+}
+
+/// `POST /v1/notifications/ack`: mark everything up to `seq` read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AckRequest {
+    /// The highest audit sequence number the client has shown.
+    pub seq: u64,
+}
+
+/// Serde adapter: `Option<Vec<u8>>` as optional base64.
+mod opt_b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&crate::encoding::b64(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| crate::encoding::unb64(&s, "base64 field").map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

@@ -1,0 +1,23 @@
+//! Errors of the cryptographic formats.
+
+/// Why a token, envelope, key or descriptor could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// The token or link does not have HealthLock's format, or its checksum does not match
+    /// (usually a typo or a truncated copy).
+    #[error("malformed token: {0}")]
+    MalformedToken(&'static str),
+    /// An age file could not be decrypted with the key at hand, or was damaged.
+    #[error("could not decrypt: {0}")]
+    Decrypt(String),
+    /// The bytes are not in the expected encoding.
+    #[error("invalid encoding of {0}")]
+    Encoding(&'static str),
+    /// A signature did not verify against the expected key.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A key-derivation parameter is outside what HealthLock accepts.
+    #[error("key derivation: {0}")]
+    Kdf(String),
+}
