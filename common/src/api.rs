@@ -346,6 +346,9 @@ pub struct OpenResponse {
     pub records: Vec<ShareRecordKeys>,
     /// Records in the share that the caller's role may not read.
     pub withheld: Vec<RecordId>,
+    /// Records in the share that the patient has since deleted.
+    #[serde(default)]
+    pub missing: Vec<RecordId>,
     /// Until when bodies may be downloaded under this open (Unix seconds).
     pub grant_expires: u64,
 }

@@ -1,1 +1,101 @@
+//! The HealthLock server: stores ciphertext, enforces the role policy, verifies share tokens by
+//! proof of possession and appends an audit event for every access. It never sees a plaintext
+//! document, a password, a private key or a token's secret.
 
+pub mod auth;
+pub mod blobs;
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod invite;
+pub mod settings;
+pub mod state;
+pub mod store;
+
+use crate::error::ApiError;
+use crate::state::{AppState, Inner};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::routing::{get, post};
+use handlers::{accounts, audit, info, records, shares};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower_http::trace::TraceLayer;
+
+/// The API's routes. Upload routes stream their bodies and count bytes themselves; everything
+/// else is JSON under a small body limit.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/info", get(info::get))
+        .route("/v1/auth/prelogin", post(accounts::prelogin))
+        .route("/v1/auth/register", post(accounts::register))
+        .route("/v1/auth/login", post(accounts::login))
+        .route("/v1/auth/logout", post(accounts::logout))
+        .route("/v1/me", get(accounts::me))
+        .route("/v1/records", get(records::list).post(records::upload))
+        .route("/v1/records/{id}", get(records::get).delete(records::delete))
+        .route("/v1/records/{id}/body", get(records::body))
+        .route("/v1/shares", get(shares::list).post(shares::create))
+        .route("/v1/shares/{id}/revoke", post(shares::revoke))
+        .route("/v1/shares/{id}/challenge", post(shares::challenge))
+        .route("/v1/shares/{id}/open", post(shares::open))
+        .route("/v1/shares/{id}/records", post(shares::attach))
+        .route("/v1/shares/{id}/records/{record}", get(shares::body))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/notifications", get(audit::notifications))
+        .route("/v1/notifications/ack", post(audit::ack))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+        // The span names the route pattern, never the raw path, so ids stay out of logs.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", |p| p.as_str());
+            tracing::info_span!("request", method = %req.method(), route)
+        }))
+        .with_state(state)
+}
+
+/// Opens the data directory and builds the state.
+pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let store = store::Store::open(&settings.data_dir.join("healthlock.redb"))?;
+    let blobs = blobs::Blobs::open(&settings.data_dir)?;
+    let prelogin_secret = store.meta_secret("prelogin")?;
+    let dummy_phc = accounts::hash_secret(&healthlock_common::random_bytes::<32>())
+        .map_err(|e| anyhow::anyhow!("{:?}", e.body))?;
+    Ok(AppState(Arc::new(Inner {
+        store,
+        blobs,
+        settings,
+        origin,
+        challenges: Default::default(),
+        grants: Default::default(),
+        prelogin_secret,
+        dummy_phc,
+    })))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    settings: settings::Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let origin = match &settings.public_url {
+        Some(url) => healthlock_common::token::normalize_origin(url)?,
+        None => format!("http://{addr}"),
+    };
+    let state = open_state(settings, origin.clone())?;
+    tracing::info!(%origin, "healthlock-server listening");
+    eprintln!("healthlock-server listening on {origin} (bound to {addr})");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    Ok(())
+}

@@ -1,1 +1,164 @@
-fn main() {}
+//! `healthlock-server`: run the server, or make an invite for a provider account.
+
+use clap::{Args, Parser, Subcommand};
+use healthlock_common::Role;
+use healthlock_server::settings::{Settings, parse_size};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// HealthLock server: holds only ciphertext, enforces roles, audits every access.
+///
+/// With no subcommand it serves, as `serve` does.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve(ServeArgs),
+    /// Make a one-time invite code for a doctor, pharmacist or diagnostics account.
+    ///
+    /// Works while a server runs on the same data directory.
+    Invite(InviteArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory: the store, the encrypted blobs and the invite spool.
+    #[arg(long, default_value = "healthlock-data", env = "HEALTHLOCK_DATA")]
+    data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "HEALTHLOCK_BIND")]
+    bind: SocketAddr,
+    /// Largest accepted upload, e.g. 512MiB or 2GiB.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size, env = "HEALTHLOCK_MAX_UPLOAD")]
+    max_upload: u64,
+    /// The address clients reach this server at (put in links and signed by clients);
+    /// defaults to http://<bound address>. Set it when behind a proxy or TLS terminator.
+    #[arg(long, env = "HEALTHLOCK_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Longest share lifetime a patient may choose, e.g. 30d.
+    #[arg(long, default_value = "30d", value_parser = healthlock_common::time::parse_duration)]
+    max_share_lifetime: u64,
+}
+
+#[derive(Args)]
+struct InviteArgs {
+    /// Data directory of the server the invite is for.
+    #[arg(long, default_value = "healthlock-data", env = "HEALTHLOCK_DATA")]
+    data: PathBuf,
+    /// Role of the account the invite creates.
+    #[arg(long, value_parser = provider_role)]
+    role: Role,
+    /// How long the invite stays valid, e.g. 7d.
+    #[arg(long, default_value = "7d", value_parser = healthlock_common::time::parse_duration)]
+    expires: u64,
+    /// Print `{"invite": CODE}`.
+    #[arg(long)]
+    json: bool,
+}
+
+fn provider_role(s: &str) -> Result<Role, String> {
+    match s.parse::<Role>() {
+        Ok(r) if r.is_provider() => Ok(r),
+        _ => Err("invites are for doctor, pharmacist or diagnostics accounts".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Invite(args)) => invite(args),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn invite(args: InviteArgs) -> ExitCode {
+    match healthlock_server::invite::create(&args.data, args.role, args.expires) {
+        Ok(code) => {
+            if args.json {
+                println!("{}", serde_json::json!({ "invite": code }));
+            } else {
+                println!("{code}");
+                eprintln!(
+                    "invite for a {} account, valid {}; give it to the person, who runs:\n  \
+                     healthlock register --username NAME --role {} --invite {code}",
+                    args.role,
+                    healthlock_common::time::human_span(args.expires),
+                    args.role
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "error: could not write the invite into {}: {e}",
+                args.data.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .init();
+    let settings = Settings {
+        data_dir: args.data,
+        bind: args.bind,
+        max_upload: args.max_upload,
+        public_url: args.public_url,
+        max_share_lifetime: args.max_share_lifetime,
+        ..Settings::default()
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
+        healthlock_server::serve(settings, listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

@@ -1,0 +1,111 @@
+//! Record bodies as files: `blobs/<record id>`. An upload streams into `tmp/`, is fsynced, renamed
+//! into place and the directory fsynced — only then does its metadata commit. A partial upload
+//! leaves nothing behind: its temp file is removed when the request ends, and `tmp/` is swept at
+//! startup in case the process died mid-upload.
+
+use crate::error::{ApiError, ApiResult};
+use axum::body::Body;
+use futures_util::StreamExt;
+use healthlock_common::RecordId;
+use healthlock_common::api::ErrorCode;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// The blob directory pair.
+pub struct Blobs {
+    dir: PathBuf,
+    tmp: PathBuf,
+}
+
+/// A body received into a temp file, not yet a blob. Removing the temp file on drop means an
+/// error anywhere before [`Blobs::commit`] leaves nothing behind.
+pub struct Received {
+    path: PathBuf,
+    /// Bytes received.
+    pub size: u64,
+    /// SHA-256 of what was received, hex.
+    pub sha256: String,
+    committed: bool,
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Blobs {
+    /// Creates the directories and sweeps temp files left by a crash.
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join("blobs");
+        let tmp = data_dir.join("tmp");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&tmp)?;
+        for entry in std::fs::read_dir(&tmp)? {
+            let _ = std::fs::remove_file(entry?.path());
+        }
+        Ok(Self { dir, tmp })
+    }
+
+    /// Where a record's body lives.
+    pub fn path(&self, id: &RecordId) -> PathBuf {
+        self.dir.join(id.as_str())
+    }
+
+    /// Streams a request body into a temp file, refusing more than `max` bytes, and fsyncs it.
+    pub async fn receive(&self, body: Body, max: u64) -> ApiResult<Received> {
+        let mut received = Received {
+            path: self
+                .tmp
+                .join(healthlock_common::encoding::hex(&healthlock_common::random_bytes::<16>())),
+            size: 0,
+            sha256: String::new(),
+            committed: false,
+        };
+        let file = tokio::fs::File::create(&received.path).await?;
+        let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+        let mut hasher = Sha256::new();
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::new(
+                    ErrorCode::UploadIncomplete,
+                    "the upload was interrupted before it was complete; nothing was stored",
+                )
+            })?;
+            received.size += chunk.len() as u64;
+            if received.size > max {
+                return Err(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("the upload is larger than this server accepts ({max} bytes)"),
+                ));
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await?;
+        }
+        out.flush().await?;
+        out.into_inner().sync_all().await?;
+        received.sha256 = healthlock_common::encoding::hex(&hasher.finalize());
+        Ok(received)
+    }
+
+    /// Makes a received body the blob of `id`, durably.
+    pub async fn commit(&self, mut received: Received, id: &RecordId) -> std::io::Result<()> {
+        tokio::fs::rename(&received.path, self.path(id)).await?;
+        received.committed = true;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Removes a record's body (after its metadata is gone).
+    pub async fn remove(&self, id: &RecordId) {
+        if let Err(e) = tokio::fs::remove_file(self.path(id)).await {
+            tracing::warn!(record = %id, error = %e, "could not remove blob");
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Shared server state.
+
+use crate::blobs::Blobs;
+use crate::error::{ApiError, ApiResult};
+use crate::settings::Settings;
+use crate::store::{Store, StoreResult, Tx};
+use healthlock_common::{ShareId, UserId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Cheap to clone; everything lives behind one `Arc`.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+/// The state itself.
+pub struct Inner {
+    /// Metadata, sessions, shares, audit.
+    pub store: Store,
+    /// Record bodies.
+    pub blobs: Blobs,
+    /// Configuration.
+    pub settings: Settings,
+    /// The origin clients sign for.
+    pub origin: String,
+    /// Open challenges: nonce → (share, expiry). Single-use, at most 60 s old.
+    pub challenges: Mutex<HashMap<String, (ShareId, u64)>>,
+    /// Download grants after a successful open: (share, provider) → expiry.
+    pub grants: Mutex<HashMap<(ShareId, UserId), u64>>,
+    /// Makes the stable made-up salts that prelogin gives for unknown usernames.
+    pub prelogin_secret: [u8; 32],
+    /// A real Argon2id hash to verify against when the username is unknown, so a wrong username
+    /// costs the same time as a wrong password.
+    pub dummy_phc: String,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Runs blocking store work off the async threads.
+    pub async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> R + Send + 'static,
+    ) -> ApiResult<R> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .map_err(ApiError::internal)
+    }
+
+    /// Runs `f` in one durable write transaction (see [`Store::write`]).
+    pub async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx) -> StoreResult<R> + Send + 'static,
+    ) -> ApiResult<R> {
+        let now = healthlock_common::time::now();
+        Ok(self.blocking(move |s| s.store.write(now, f)).await??)
+    }
+}

@@ -1,0 +1,529 @@
+//! The embedded store (redb): accounts, sessions, records, shares and the audit log.
+//!
+//! Every action and its audit event commit in one write transaction ([`Store::write`]), and redb
+//! fsyncs each commit, so what the server acknowledged survives a crash and no data is released
+//! before its audit event is durable. Blobs live beside it in files (see `blobs`).
+//! The design card names sled; docs/decisions/0001-redb.md says why redb holds the data instead.
+
+use healthlock_common::api::{AuditEvent, ErrorCode, ShareRecordKeys, ShareStatus};
+use healthlock_common::descriptor::SignedDescriptor;
+use healthlock_common::encoding::serde_b64;
+use healthlock_common::kdf::KdfParams;
+use healthlock_common::{Category, RecordId, Role, ShareId, UserId};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// username → [`UserRow`]
+const USERS: JsonTable = TableDefinition::new("users");
+/// user id → username
+const USER_IDS: TableDefinition<&str, &str> = TableDefinition::new("user_ids");
+/// SHA-256(session token) → [`SessionRow`]
+const SESSIONS: JsonTable = TableDefinition::new("sessions");
+/// "owner/record" → [`RecordRow`]
+const RECORDS: JsonTable = TableDefinition::new("records");
+/// share id → [`ShareRow`]
+const SHARES: JsonTable = TableDefinition::new("shares");
+/// "patient/share" → empty: the patient's shares, in key order
+const PATIENT_SHARES: JsonTable = TableDefinition::new("patient_shares");
+/// (owner, seq) → [`AuditEvent`]
+const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
+/// owner → [`AuditHead`]
+const AUDIT_HEADS: JsonTable = TableDefinition::new("audit_heads");
+/// owner → highest audit seq shown as a notification
+const NOTIFY_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("notify_cursors");
+/// SHA-256(invite code) → time used
+const INVITES_USED: TableDefinition<&str, u64> = TableDefinition::new("invites_used");
+/// server-wide values (e.g. the secret behind made-up prelogin salts)
+const META: JsonTable = TableDefinition::new("meta");
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk is full: nothing was committed.
+    #[error("disk full")]
+    DiskFull,
+    /// Anything else; the text goes to the log only.
+    #[error("store: {0}")]
+    Db(String),
+}
+
+/// Whether an I/O error means "no space left on device".
+pub fn io_is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+}
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(e: E) -> Self {
+        let e: redb::Error = e.into();
+        let full = match &e {
+            redb::Error::Io(io) => io_is_disk_full(io),
+            other => other.to_string().contains("No space left"),
+        };
+        if full {
+            StoreError::DiskFull
+        } else {
+            StoreError::Db(e.to_string())
+        }
+    }
+}
+
+/// A store result.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Db(format!("corrupt row: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("rows serialize")
+}
+
+fn get_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> StoreResult<Option<T>> {
+    table.get(key)?.map(|v| decode(v.value())).transpose()
+}
+
+/// An account.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UserRow {
+    /// Its id.
+    pub id: UserId,
+    /// Its name (lowercase).
+    pub username: String,
+    /// Its role.
+    pub role: Role,
+    /// Creation time.
+    pub created: u64,
+    /// The client's Argon2id salt.
+    #[serde(with = "serde_b64")]
+    pub salt: Vec<u8>,
+    /// The client's Argon2id parameters.
+    pub kdf: KdfParams,
+    /// PHC string of Argon2id(auth value).
+    pub auth_phc: String,
+    /// age recipient.
+    pub age_recipient: String,
+    /// Ed25519 public key, hex.
+    pub ed25519_public: String,
+    /// The private keys, encrypted on the client.
+    #[serde(with = "serde_b64")]
+    pub wrapped_keys: Vec<u8>,
+}
+
+/// A login session, stored under the hash of its token.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SessionRow {
+    /// Whose.
+    pub user: UserId,
+    /// Login time.
+    pub created: u64,
+    /// Last request.
+    pub last_seen: u64,
+}
+
+/// A record's metadata; its body is the blob file named by its id.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RecordRow {
+    /// The record.
+    pub id: RecordId,
+    /// The patient whose vault holds it.
+    pub owner: UserId,
+    /// Its category.
+    pub category: Category,
+    /// Ciphertext size.
+    pub size: u64,
+    /// SHA-256 of the ciphertext, hex.
+    pub sha256: String,
+    /// Upload time.
+    pub created: u64,
+    /// Record key sealed to the owner.
+    #[serde(with = "serde_b64")]
+    pub envelope: Vec<u8>,
+    /// Title and file name sealed to the record key.
+    #[serde(with = "serde_b64")]
+    pub meta: Vec<u8>,
+    /// The doctor who attached it.
+    #[serde(default)]
+    pub added_by: Option<UserId>,
+}
+
+/// A share.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ShareRow {
+    /// The share.
+    pub id: ShareId,
+    /// Whose records.
+    pub patient: UserId,
+    /// For which role.
+    pub role: Role,
+    /// Ed25519 key that checks open proofs, hex.
+    pub verify_key: String,
+    /// Creation time.
+    pub created: u64,
+    /// Expiry.
+    pub expires: u64,
+    /// Open limit.
+    pub max_uses: Option<u32>,
+    /// Successful opens.
+    pub uses: u32,
+    /// Revocation time.
+    pub revoked: Option<u64>,
+    /// PHC string of Argon2id(passcode proof).
+    pub passcode_phc: Option<String>,
+    /// Wrong passcodes so far (lifetime).
+    pub passcode_failures: u32,
+    /// As the patient signed it.
+    pub descriptor: SignedDescriptor,
+    /// Per record: category (from the descriptor), envelope and sealed metadata.
+    pub records: Vec<ShareRecord>,
+}
+
+/// A record in a share.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ShareRecord {
+    /// Category, to apply the role policy.
+    pub category: Category,
+    /// Key and metadata for the token holder.
+    pub keys: ShareRecordKeys,
+}
+
+/// Wrong passcodes that lock a share for good.
+pub const PASSCODE_LOCK_AT: u32 = 5;
+
+impl ShareRow {
+    /// The share's state at `now`. Revocation wins over expiry, expiry over exhaustion.
+    pub fn status(&self, now: u64) -> ShareStatus {
+        if self.revoked.is_some() {
+            ShareStatus::Revoked
+        } else if now >= self.expires {
+            ShareStatus::Expired
+        } else if self.passcode_failures >= PASSCODE_LOCK_AT {
+            ShareStatus::Locked
+        } else if self.max_uses.is_some_and(|m| self.uses >= m) {
+            ShareStatus::UsedUp
+        } else {
+            ShareStatus::Active
+        }
+    }
+}
+
+/// The newest event of an owner's audit chain.
+#[derive(Clone, Serialize, Deserialize)]
+struct AuditHead {
+    seq: u64,
+    hash: String,
+}
+
+/// An audit event about to be appended.
+pub struct NewEvent {
+    /// Who acted, and as what.
+    pub actor: Option<(UserId, Role)>,
+    /// What, e.g. `share.open`.
+    pub action: &'static str,
+    /// Which share.
+    pub share: Option<ShareId>,
+    /// Which record.
+    pub record: Option<RecordId>,
+    /// Refusal code, or `None` if allowed.
+    pub refused: Option<ErrorCode>,
+    /// The client's address.
+    pub client: Option<String>,
+}
+
+/// A write transaction with typed helpers. Committed by [`Store::write`] if the closure returns `Ok`.
+pub struct Tx {
+    txn: WriteTransaction,
+    /// The transaction's clock.
+    pub now: u64,
+}
+
+impl Tx {
+    fn get<T: DeserializeOwned>(&self, table: JsonTable, key: &str) -> StoreResult<Option<T>> {
+        get_json(&self.txn.open_table(table)?, key)
+    }
+
+    fn put<T: Serialize>(&self, table: JsonTable, key: &str, value: &T) -> StoreResult<()> {
+        self.txn.open_table(table)?.insert(key, encode(value).as_slice())?;
+        Ok(())
+    }
+
+    fn remove(&self, table: JsonTable, key: &str) -> StoreResult<bool> {
+        Ok(self.txn.open_table(table)?.remove(key)?.is_some())
+    }
+
+    /// The user with this (lowercase) name.
+    pub fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRow>> {
+        self.get(USERS, username)
+    }
+
+    /// Creates an account; `false` if the name is taken.
+    pub fn insert_user(&self, user: &UserRow) -> StoreResult<bool> {
+        if self.user_by_name(&user.username)?.is_some() {
+            return Ok(false);
+        }
+        self.put(USERS, &user.username, user)?;
+        self.txn
+            .open_table(USER_IDS)?
+            .insert(user.id.as_str(), user.username.as_str())?;
+        Ok(true)
+    }
+
+    /// Marks an invite used; `false` if it already was.
+    pub fn use_invite(&self, code_hash: &str) -> StoreResult<bool> {
+        let mut t = self.txn.open_table(INVITES_USED)?;
+        if t.get(code_hash)?.is_some() {
+            return Ok(false);
+        }
+        t.insert(code_hash, self.now)?;
+        Ok(true)
+    }
+
+    /// Stores a session under the hash of its token.
+    pub fn put_session(&self, token_hash: &str, row: &SessionRow) -> StoreResult<()> {
+        self.put(SESSIONS, token_hash, row)
+    }
+
+    /// Ends a session.
+    pub fn delete_session(&self, token_hash: &str) -> StoreResult<bool> {
+        self.remove(SESSIONS, token_hash)
+    }
+
+    /// Stores a record's metadata (its blob must already be durable).
+    pub fn put_record(&self, row: &RecordRow) -> StoreResult<()> {
+        self.put(RECORDS, &record_key(&row.owner, &row.id), row)
+    }
+
+    /// A record of `owner`.
+    pub fn record(&self, owner: &UserId, id: &RecordId) -> StoreResult<Option<RecordRow>> {
+        self.get(RECORDS, &record_key(owner, id))
+    }
+
+    /// Deletes a record's metadata; `false` if there was none.
+    pub fn delete_record(&self, owner: &UserId, id: &RecordId) -> StoreResult<bool> {
+        self.remove(RECORDS, &record_key(owner, id))
+    }
+
+    /// A share.
+    pub fn share(&self, id: &ShareId) -> StoreResult<Option<ShareRow>> {
+        self.get(SHARES, id.as_str())
+    }
+
+    /// Creates or updates a share.
+    pub fn put_share(&self, row: &ShareRow) -> StoreResult<()> {
+        self.put(SHARES, row.id.as_str(), row)?;
+        self.put(
+            PATIENT_SHARES,
+            &format!("{}/{}", row.patient, row.id),
+            &(),
+        )
+    }
+
+    /// Sets the highest audit seq shown as a notification.
+    pub fn set_notify_cursor(&self, owner: &UserId, seq: u64) -> StoreResult<()> {
+        let mut t = self.txn.open_table(NOTIFY_CURSORS)?;
+        let old = t.get(owner.as_str())?.map(|v| v.value()).unwrap_or(0);
+        t.insert(owner.as_str(), seq.max(old))?;
+        Ok(())
+    }
+
+    /// Appends an event to `owner`'s hash-chained log, in this transaction.
+    pub fn append_audit(&self, owner: &UserId, ev: NewEvent) -> StoreResult<AuditEvent> {
+        let head: AuditHead = self.get(AUDIT_HEADS, owner.as_str())?.unwrap_or(AuditHead {
+            seq: 0,
+            hash: "0".repeat(64),
+        });
+        let mut event = AuditEvent {
+            seq: head.seq + 1,
+            time: self.now,
+            actor: ev.actor.as_ref().map(|(id, _)| id.clone()),
+            actor_name: None,
+            actor_role: ev.actor.map(|(_, r)| r),
+            action: ev.action.to_owned(),
+            share: ev.share,
+            record: ev.record,
+            allowed: ev.refused.is_none(),
+            reason: ev.refused.map(|c| c.as_str().to_owned()),
+            client: ev.client,
+            hash: String::new(),
+        };
+        event.hash = chain_hash(&head.hash, &event);
+        self.txn
+            .open_table(AUDIT)?
+            .insert((owner.as_str(), event.seq), encode(&event).as_slice())?;
+        self.put(
+            AUDIT_HEADS,
+            owner.as_str(),
+            &AuditHead {
+                seq: event.seq,
+                hash: event.hash.clone(),
+            },
+        )?;
+        Ok(event)
+    }
+}
+
+/// `SHA-256(prev_hash_hex ‖ "\n" ‖ JSON of the event with an empty hash)`, hex.
+pub fn chain_hash(prev: &str, event: &AuditEvent) -> String {
+    let mut e = event.clone();
+    e.hash = String::new();
+    e.actor_name = None;
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(encode(&e));
+    healthlock_common::encoding::hex(&h.finalize())
+}
+
+fn record_key(owner: &UserId, id: &RecordId) -> String {
+    format!("{owner}/{id}")
+}
+
+/// The redb database.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store file and its tables.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        for t in [USERS, SESSIONS, RECORDS, SHARES, PATIENT_SHARES, AUDIT_HEADS, META] {
+            txn.open_table(t)?;
+        }
+        txn.open_table(USER_IDS)?;
+        txn.open_table(AUDIT)?;
+        txn.open_table(NOTIFY_CURSORS)?;
+        txn.open_table(INVITES_USED)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Runs `f` in one write transaction and commits (durably) if it returns `Ok` — including
+    /// `Ok(Err(refusal))`, so a refusal's audit event is kept while the request still fails.
+    pub fn write<R>(&self, now: u64, f: impl FnOnce(&Tx) -> StoreResult<R>) -> StoreResult<R> {
+        let tx = Tx {
+            txn: self.db.begin_write()?,
+            now,
+        };
+        let out = f(&tx)?;
+        tx.txn.commit()?;
+        Ok(out)
+    }
+
+    /// A server-wide secret, made on first use.
+    pub fn meta_secret(&self, name: &str) -> StoreResult<[u8; 32]> {
+        let txn = self.db.begin_write()?;
+        let secret = {
+            let mut t = txn.open_table(META)?;
+            let existing = t.get(name)?.map(|v| v.value().to_vec());
+            match existing.and_then(|v| <[u8; 32]>::try_from(v).ok()) {
+                Some(s) => s,
+                None => {
+                    let s = healthlock_common::random_bytes::<32>();
+                    t.insert(name, &s[..])?;
+                    s
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(secret)
+    }
+
+    /// The user with this (lowercase) name.
+    pub fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRow>> {
+        let txn = self.db.begin_read()?;
+        get_json(&txn.open_table(USERS)?, username)
+    }
+
+    /// The user with this id.
+    pub fn user_by_id(&self, id: &UserId) -> StoreResult<Option<UserRow>> {
+        let txn = self.db.begin_read()?;
+        let name = txn.open_table(USER_IDS)?.get(id.as_str())?.map(|v| v.value().to_owned());
+        match name {
+            Some(n) => get_json(&txn.open_table(USERS)?, &n),
+            None => Ok(None),
+        }
+    }
+
+    /// The session stored under this token hash.
+    pub fn session(&self, token_hash: &str) -> StoreResult<Option<SessionRow>> {
+        let txn = self.db.begin_read()?;
+        get_json(&txn.open_table(SESSIONS)?, token_hash)
+    }
+
+    /// A record of `owner`.
+    pub fn record(&self, owner: &UserId, id: &RecordId) -> StoreResult<Option<RecordRow>> {
+        let txn = self.db.begin_read()?;
+        get_json(&txn.open_table(RECORDS)?, &record_key(owner, id))
+    }
+
+    /// Every record of `owner`, oldest first.
+    pub fn records(&self, owner: &UserId) -> StoreResult<Vec<RecordRow>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RECORDS)?;
+        let (lo, hi) = (format!("{owner}/"), format!("{owner}0"));
+        let mut out = Vec::new();
+        for item in t.range(lo.as_str()..hi.as_str())? {
+            out.push(decode::<RecordRow>(item?.1.value())?);
+        }
+        out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(out)
+    }
+
+    /// A share.
+    pub fn share(&self, id: &ShareId) -> StoreResult<Option<ShareRow>> {
+        let txn = self.db.begin_read()?;
+        get_json(&txn.open_table(SHARES)?, id.as_str())
+    }
+
+    /// Every share of `patient`, oldest first.
+    pub fn shares(&self, patient: &UserId) -> StoreResult<Vec<ShareRow>> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(PATIENT_SHARES)?;
+        let shares = txn.open_table(SHARES)?;
+        let (lo, hi) = (format!("{patient}/"), format!("{patient}0"));
+        let mut out = Vec::new();
+        for item in index.range(lo.as_str()..hi.as_str())? {
+            let key = item?.0.value().to_owned();
+            let id = key.rsplit('/').next().unwrap_or_default();
+            if let Some(row) = get_json::<ShareRow>(&shares, id)? {
+                out.push(row);
+            }
+        }
+        out.sort_by_key(|s| s.created);
+        Ok(out)
+    }
+
+    /// Events of `owner`'s log with `seq > after`, at most `limit`, in order.
+    pub fn audit(&self, owner: &UserId, after: u64, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for item in t.range((owner.as_str(), after.saturating_add(1))..=(owner.as_str(), u64::MAX))?
+        {
+            out.push(decode(item?.1.value())?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest audit seq already shown to `owner` as a notification.
+    pub fn notify_cursor(&self, owner: &UserId) -> StoreResult<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(NOTIFY_CURSORS)?
+            .get(owner.as_str())?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+}
