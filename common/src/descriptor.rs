@@ -151,7 +151,10 @@ mod tests {
         let mut tampered = signed.clone();
         let text = String::from_utf8(tampered.bytes.clone()).unwrap();
         tampered.bytes = text.replace("\"size\":10", "\"size\":9").into_bytes();
-        assert!(matches!(tampered.verify(&vk), Err(CryptoError::BadSignature)));
+        assert!(matches!(
+            tampered.verify(&vk),
+            Err(CryptoError::BadSignature)
+        ));
 
         let other = ShareSecret::generate().signing_key().verifying_key();
         assert!(signed.verify(&other).is_err());

@@ -64,6 +64,11 @@ impl RecordKey {
         &self.0
     }
 
+    /// The identity, by value, for a decrypting thread.
+    pub fn into_identity(self) -> age::x25519::Identity {
+        self.0
+    }
+
     /// The recipient the record's body and metadata are encrypted to.
     pub fn recipient(&self) -> age::x25519::Recipient {
         self.0.to_public()
@@ -92,6 +97,9 @@ pub struct RecordMeta {
     pub title: String,
     /// The original file name, without any directory.
     pub filename: String,
+    /// The plaintext size in bytes (the server sees only the ciphertext's).
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl RecordMeta {
@@ -158,6 +166,7 @@ mod tests {
         let meta = RecordMeta {
             title: "HIV test".into(),
             filename: "../../.bashrc".into(),
+            size: 3,
         };
         let sealed = meta.seal(&r);
         assert!(!sealed.windows(8).any(|w| w == b"HIV test"));

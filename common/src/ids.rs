@@ -71,7 +71,11 @@ mod tests {
         let id = RecordId::random();
         assert_eq!(id.as_str().parse::<RecordId>().unwrap(), id);
         assert!("../../etc/passwd".parse::<RecordId>().is_err());
-        assert!("ABCDEF00ABCDEF00ABCDEF00ABCDEF00".parse::<RecordId>().is_err());
+        assert!(
+            "ABCDEF00ABCDEF00ABCDEF00ABCDEF00"
+                .parse::<RecordId>()
+                .is_err()
+        );
         assert!("abc".parse::<RecordId>().is_err());
     }
 }

@@ -109,8 +109,12 @@ mod tests {
     /// parameters, labels or libraries cannot silently lock every user out.
     #[test]
     fn known_answer() {
-        let k = derive_master_key(b"correct horse battery staple", b"healthlock-salt!", &KdfParams::MINIMUM)
-            .unwrap();
+        let k = derive_master_key(
+            b"correct horse battery staple",
+            b"healthlock-salt!",
+            &KdfParams::MINIMUM,
+        )
+        .unwrap();
         assert_eq!(
             hex(&k.auth_value()[..]),
             "beeceea4523030914ce9790460c94e8d3cfe10cb4220a8ffc43c23e096bc81e9"
@@ -123,7 +127,11 @@ mod tests {
 
     #[test]
     fn weak_parameters_are_refused() {
-        let weak = KdfParams { m_kib: 19 * 1024, t: 2, p: 1 };
+        let weak = KdfParams {
+            m_kib: 19 * 1024,
+            t: 2,
+            p: 1,
+        };
         assert!(derive_master_key(b"pw", b"saltsaltsaltsalt", &weak).is_err());
     }
 

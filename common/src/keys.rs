@@ -140,7 +140,10 @@ mod tests {
     #[test]
     fn seed_identity_known_answer() {
         let id = identity_from_seed(&[7u8; 32]);
-        assert_eq!(id.to_public().to_string(), "age1zwlyl6h27gzv0lfntr7fcqrjrzqazap8sy5zylkxwneh7llf0dksu37mwt");
+        assert_eq!(
+            id.to_public().to_string(),
+            "age1zwlyl6h27gzv0lfntr7fcqrjrzqazap8sy5zylkxwneh7llf0dksu37mwt"
+        );
     }
 
     #[test]

@@ -100,7 +100,9 @@ impl Role {
     pub fn rights(self) -> &'static str {
         match self {
             Role::Patient => "own vault, shares, audit and notifications",
-            Role::Doctor => "reads every shared record and may attach notes, prescriptions and referrals",
+            Role::Doctor => {
+                "reads every shared record and may attach notes, prescriptions and referrals"
+            }
             Role::Pharmacist => "reads only prescriptions",
             Role::Diagnostics => "reads every shared record, writes nothing",
             Role::Admin => "operates the server, reads no patient data",
@@ -169,13 +171,13 @@ impl FromStr for Category {
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
 impl fmt::Display for Category {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -196,15 +198,24 @@ mod tests {
         let attach: Vec<_> = Role::ALL.into_iter().filter(|r| r.may_attach()).collect();
         assert_eq!(attach, [Role::Doctor]);
         let providers: Vec<_> = Role::ALL.into_iter().filter(|r| r.is_provider()).collect();
-        assert_eq!(providers, [Role::Doctor, Role::Pharmacist, Role::Diagnostics]);
-        let self_reg: Vec<_> = Role::ALL.into_iter().filter(|r| r.may_self_register()).collect();
+        assert_eq!(
+            providers,
+            [Role::Doctor, Role::Pharmacist, Role::Diagnostics]
+        );
+        let self_reg: Vec<_> = Role::ALL
+            .into_iter()
+            .filter(|r| r.may_self_register())
+            .collect();
         assert_eq!(self_reg, [Role::Patient]);
     }
 
     #[test]
     fn names_parse() {
         assert_eq!("Doctor".parse::<Role>().unwrap(), Role::Doctor);
-        assert_eq!("prescription".parse::<Category>().unwrap(), Category::Prescription);
+        assert_eq!(
+            "prescription".parse::<Category>().unwrap(),
+            Category::Prescription
+        );
         let err = "nurse".parse::<Role>().unwrap_err().to_string();
         assert!(err.contains("doctor, pharmacist"), "{err}");
     }

@@ -24,7 +24,11 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
-        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h, d or w")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?}: use s, m, h, d or w"
+            ));
+        }
     };
     n.checked_mul(mult)
         .filter(|&v| v > 0)

@@ -157,9 +157,9 @@ pub fn parse_link_or_token(input: &str) -> Result<ParsedToken, CryptoError> {
     let input = input.trim();
     let (origin, token) = match input.split_once('#') {
         Some((url, token)) => {
-            let base = url
-                .strip_suffix("/s")
-                .ok_or(CryptoError::MalformedToken("a link must look like https://SERVER/s#hl1…"))?;
+            let base = url.strip_suffix("/s").ok_or(CryptoError::MalformedToken(
+                "a link must look like https://SERVER/s#hl1…",
+            ))?;
             (Some(normalize_origin(base)?), token)
         }
         None => (None, input),
@@ -171,14 +171,20 @@ pub fn parse_link_or_token(input: &str) -> Result<ParsedToken, CryptoError> {
     let raw = Zeroizing::new(
         BASE32_NOPAD
             .decode(body.to_ascii_uppercase().as_bytes())
-            .map_err(|_| CryptoError::MalformedToken("it contains characters that cannot be in a token"))?,
+            .map_err(|_| {
+                CryptoError::MalformedToken("it contains characters that cannot be in a token")
+            })?,
     );
     if raw.len() != SECRET_LEN + CHECKSUM_LEN {
-        return Err(CryptoError::MalformedToken("it has the wrong length (is it complete?)"));
+        return Err(CryptoError::MalformedToken(
+            "it has the wrong length (is it complete?)",
+        ));
     }
     let (secret, sum) = raw.split_at(SECRET_LEN);
     if !bool::from(checksum(secret).ct_eq(sum)) {
-        return Err(CryptoError::MalformedToken("its checksum does not match (a typo?)"));
+        return Err(CryptoError::MalformedToken(
+            "its checksum does not match (a typo?)",
+        ));
     }
     let mut bytes = [0u8; SECRET_LEN];
     bytes.copy_from_slice(secret);
@@ -191,16 +197,20 @@ pub fn parse_link_or_token(input: &str) -> Result<ParsedToken, CryptoError> {
 /// Reduces a server URL to its origin, `scheme://host[:port]`, lowercase, without a path.
 pub fn normalize_origin(url: &str) -> Result<String, CryptoError> {
     let url = url.trim();
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or(CryptoError::MalformedToken("a server address starts with http:// or https://"))?;
+    let (scheme, rest) = url.split_once("://").ok_or(CryptoError::MalformedToken(
+        "a server address starts with http:// or https://",
+    ))?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
-        return Err(CryptoError::MalformedToken("a server address starts with http:// or https://"));
+        return Err(CryptoError::MalformedToken(
+            "a server address starts with http:// or https://",
+        ));
     }
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || host.contains('@') || host.chars().any(|c| c.is_whitespace()) {
-        return Err(CryptoError::MalformedToken("the server address has no valid host"));
+        return Err(CryptoError::MalformedToken(
+            "the server address has no valid host",
+        ));
     }
     Ok(format!("{scheme}://{}", host.to_ascii_lowercase()))
 }
@@ -225,11 +235,18 @@ mod tests {
         let s = fixed();
         assert_eq!(s.to_token(), "hl1gaytemzugu3doobzmfrggzdfm2jl2");
         assert_eq!(s.share_id().as_str(), "ba08f0b372d5787bf9932427401abc8e");
-        assert_eq!(s.age_identity().to_public().to_string(), "age1a4q737zynlvf2mel3p6f0fuvkaru0fu7j3nhqsr8ctumxfsexa9sput300");
-        assert_eq!(verifying_key_hex(&s.signing_key().verifying_key()),
-            "9d97e6f8846b3d9b46b5f2b2e67c597fedaf77f585724898ada7080ac75902f0");
-        assert_eq!(crate::encoding::hex(&s.passcode_proof("1234-5678")),
-            "c4ecebe04df1d281b4a7c47127f4b5d225646243cc5fce201f80f9b9db17801e");
+        assert_eq!(
+            s.age_identity().to_public().to_string(),
+            "age1a4q737zynlvf2mel3p6f0fuvkaru0fu7j3nhqsr8ctumxfsexa9sput300"
+        );
+        assert_eq!(
+            verifying_key_hex(&s.signing_key().verifying_key()),
+            "9d97e6f8846b3d9b46b5f2b2e67c597fedaf77f585724898ada7080ac75902f0"
+        );
+        assert_eq!(
+            crate::encoding::hex(&s.passcode_proof("1234-5678")),
+            "c4ecebe04df1d281b4a7c47127f4b5d225646243cc5fce201f80f9b9db17801e"
+        );
     }
 
     #[test]

@@ -58,9 +58,9 @@ impl Blobs {
     /// Streams a request body into a temp file, refusing more than `max` bytes, and fsyncs it.
     pub async fn receive(&self, body: Body, max: u64) -> ApiResult<Received> {
         let mut received = Received {
-            path: self
-                .tmp
-                .join(healthlock_common::encoding::hex(&healthlock_common::random_bytes::<16>())),
+            path: self.tmp.join(healthlock_common::encoding::hex(
+                &healthlock_common::random_bytes::<16>(),
+            )),
             size: 0,
             sha256: String::new(),
             committed: false,

@@ -96,11 +96,7 @@ impl IntoResponse for ApiError {
         if let Some(detail) = &self.detail {
             tracing::error!(code = self.body.code.as_str(), %detail, "request failed");
         }
-        (
-            status,
-            axum::Json(ErrorResponse { error: self.body }),
-        )
-            .into_response()
+        (status, axum::Json(ErrorResponse { error: self.body })).into_response()
     }
 }
 

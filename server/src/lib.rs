@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/logout", post(accounts::logout))
         .route("/v1/me", get(accounts::me))
         .route("/v1/records", get(records::list).post(records::upload))
-        .route("/v1/records/{id}", get(records::get).delete(records::delete))
+        .route(
+            "/v1/records/{id}",
+            get(records::get).delete(records::delete),
+        )
         .route("/v1/records/{id}/body", get(records::body))
         .route("/v1/shares", get(shares::list).post(shares::create))
         .route("/v1/shares/{id}/revoke", post(shares::revoke))

@@ -250,7 +250,9 @@ impl Tx {
     }
 
     fn put<T: Serialize>(&self, table: JsonTable, key: &str, value: &T) -> StoreResult<()> {
-        self.txn.open_table(table)?.insert(key, encode(value).as_slice())?;
+        self.txn
+            .open_table(table)?
+            .insert(key, encode(value).as_slice())?;
         Ok(())
     }
 
@@ -318,11 +320,7 @@ impl Tx {
     /// Creates or updates a share.
     pub fn put_share(&self, row: &ShareRow) -> StoreResult<()> {
         self.put(SHARES, row.id.as_str(), row)?;
-        self.put(
-            PATIENT_SHARES,
-            &format!("{}/{}", row.patient, row.id),
-            &(),
-        )
+        self.put(PATIENT_SHARES, &format!("{}/{}", row.patient, row.id), &())
     }
 
     /// Sets the highest audit seq shown as a notification.
@@ -395,7 +393,15 @@ impl Store {
     pub fn open(path: &Path) -> StoreResult<Self> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
-        for t in [USERS, SESSIONS, RECORDS, SHARES, PATIENT_SHARES, AUDIT_HEADS, META] {
+        for t in [
+            USERS,
+            SESSIONS,
+            RECORDS,
+            SHARES,
+            PATIENT_SHARES,
+            AUDIT_HEADS,
+            META,
+        ] {
             txn.open_table(t)?;
         }
         txn.open_table(USER_IDS)?;
@@ -446,7 +452,10 @@ impl Store {
     /// The user with this id.
     pub fn user_by_id(&self, id: &UserId) -> StoreResult<Option<UserRow>> {
         let txn = self.db.begin_read()?;
-        let name = txn.open_table(USER_IDS)?.get(id.as_str())?.map(|v| v.value().to_owned());
+        let name = txn
+            .open_table(USER_IDS)?
+            .get(id.as_str())?
+            .map(|v| v.value().to_owned());
         match name {
             Some(n) => get_json(&txn.open_table(USERS)?, &n),
             None => Ok(None),
@@ -507,7 +516,8 @@ impl Store {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(AUDIT)?;
         let mut out = Vec::new();
-        for item in t.range((owner.as_str(), after.saturating_add(1))..=(owner.as_str(), u64::MAX))?
+        for item in
+            t.range((owner.as_str(), after.saturating_add(1))..=(owner.as_str(), u64::MAX))?
         {
             out.push(decode(item?.1.value())?);
             if out.len() >= limit {

@@ -111,7 +111,9 @@ pub async fn register(
     req.kdf
         .check()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if !(16..=64).contains(&req.salt.len()) || req.auth.len() != 32 || req.wrapped_keys.len() > 16_384
+    if !(16..=64).contains(&req.salt.len())
+        || req.auth.len() != 32
+        || req.wrapped_keys.len() > 16_384
     {
         return Err(ApiError::bad_request("malformed registration"));
     }
@@ -254,7 +256,11 @@ pub async fn login(
         return Err(invalid_credentials());
     }
     let token = new_session_token();
-    let (th, id, ev) = (crate::auth::token_hash(&token), user.id.clone(), event(None));
+    let (th, id, ev) = (
+        crate::auth::token_hash(&token),
+        user.id.clone(),
+        event(None),
+    );
     state
         .write(move |tx| {
             tx.put_session(

@@ -56,7 +56,9 @@ pub async fn list(
     let (s, me) = (state.clone(), caller.user.id.clone());
     let limit = page.limit.clamp(1, 10_000);
     let events = state
-        .blocking(move |_| -> ApiResult<_> { Ok(with_names(&s, s.store.audit(&me, page.after, limit)?)) })
+        .blocking(move |_| -> ApiResult<_> {
+            Ok(with_names(&s, s.store.audit(&me, page.after, limit)?))
+        })
         .await??;
     Ok(Json(events))
 }
@@ -94,6 +96,8 @@ pub async fn ack(
     AppJson(req): AppJson<AckRequest>,
 ) -> ApiResult<StatusCode> {
     let me = caller.user.id.clone();
-    state.write(move |tx| tx.set_notify_cursor(&me, req.seq)).await?;
+    state
+        .write(move |tx| tx.set_notify_cursor(&me, req.seq))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

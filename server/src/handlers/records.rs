@@ -37,16 +37,16 @@ impl UploadHeaders {
             let bytes = healthlock_common::encoding::unb64(text(name)?, "header")
                 .map_err(|_| ApiError::bad_request(format!("header {name} is not base64")))?;
             if bytes.is_empty() || bytes.len() > MAX_SMALL_AGE_FILE {
-                return Err(ApiError::bad_request(format!("header {name} has a bad size")));
+                return Err(ApiError::bad_request(format!(
+                    "header {name} has a bad size"
+                )));
             }
             Ok(bytes)
         };
         Ok(Self {
-            category: text(HEADER_CATEGORY)?
-                .parse()
-                .map_err(|e: healthlock_common::policy::UnknownName| {
-                    ApiError::bad_request(e.to_string())
-                })?,
+            category: text(HEADER_CATEGORY)?.parse().map_err(
+                |e: healthlock_common::policy::UnknownName| ApiError::bad_request(e.to_string()),
+            )?,
             envelope: binary(HEADER_ENVELOPE)?,
             meta: binary(HEADER_META)?,
         })
@@ -126,12 +126,24 @@ pub async fn upload(
 ) -> ApiResult<(StatusCode, Json<RecordInfo>)> {
     caller.require_vault_owner()?;
     let owner = caller.user.id.clone();
-    let info = store_upload(&state, &caller, owner, &headers, body, "record.upload", None).await?;
+    let info = store_upload(
+        &state,
+        &caller,
+        owner,
+        &headers,
+        body,
+        "record.upload",
+        None,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
 /// `GET /v1/records`: the caller's records, oldest first.
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<RecordInfo>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<RecordInfo>>> {
     caller.require_vault_owner()?;
     let s = state.clone();
     let owner = caller.user.id.clone();

@@ -104,12 +104,17 @@ pub async fn create(
         return Err(bad("the descriptor names another patient"));
     }
     if !d.role.is_provider() {
-        return Err(bad("a share is made for a doctor, pharmacist or diagnostics role"));
+        return Err(bad(
+            "a share is made for a doctor, pharmacist or diagnostics role",
+        ));
     }
     if d.origin != state.origin {
         return Err(ApiError::new(
             ErrorCode::OriginMismatch,
-            format!("this server's address is {}, not {}", state.origin, d.origin),
+            format!(
+                "this server's address is {}, not {}",
+                state.origin, d.origin
+            ),
         ));
     }
     if d.expires <= now || d.expires > now + state.settings.max_share_lifetime + 300 {
@@ -119,7 +124,9 @@ pub async fn create(
         )));
     }
     if d.records.is_empty() || d.records.len() > MAX_SHARE_RECORDS {
-        return Err(bad(&format!("a share holds 1 to {MAX_SHARE_RECORDS} records")));
+        return Err(bad(&format!(
+            "a share holds 1 to {MAX_SHARE_RECORDS} records"
+        )));
     }
     if d.records.len() != req.records.len() {
         return Err(bad("every record in the descriptor needs its envelope"));
@@ -129,7 +136,8 @@ pub async fn create(
     }
     let mut seen = HashSet::new();
     for (entry, keys) in d.records.iter().zip(&req.records) {
-        let sizes_ok = keys.envelope.len() <= MAX_SMALL_AGE_FILE && keys.meta.len() <= MAX_SMALL_AGE_FILE;
+        let sizes_ok =
+            keys.envelope.len() <= MAX_SMALL_AGE_FILE && keys.meta.len() <= MAX_SMALL_AGE_FILE;
         if entry.id != keys.id
             || !seen.insert(entry.id.clone())
             || !sizes_ok
@@ -198,7 +206,10 @@ pub async fn create(
 }
 
 /// `GET /v1/shares`: the caller's shares with their status.
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<ShareInfo>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<ShareInfo>>> {
     caller.require_vault_owner()?;
     let id = caller.user.id.clone();
     let rows = state.blocking(move |s| s.store.shares(&id)).await??;
@@ -264,16 +275,30 @@ enum Step {
 }
 
 /// Records a refusal in the patient's log and returns it, so the transaction commits it.
-fn refuse(tx: &Tx, row: &ShareRow, caller: &Caller, err: ApiError) -> crate::store::StoreResult<ApiResult<Step>> {
+fn refuse(
+    tx: &Tx,
+    row: &ShareRow,
+    caller: &Caller,
+    err: ApiError,
+) -> crate::store::StoreResult<ApiResult<Step>> {
     tx.append_audit(
         &row.patient,
-        caller.event("share.open", Some(row.id.clone()), None, Some(err.body.code)),
+        caller.event(
+            "share.open",
+            Some(row.id.clone()),
+            None,
+            Some(err.body.code),
+        ),
     )?;
     Ok(Err(err))
 }
 
 /// Counts a successful open and audits it.
-fn grant(tx: &Tx, mut row: ShareRow, caller: &Caller) -> crate::store::StoreResult<ApiResult<Step>> {
+fn grant(
+    tx: &Tx,
+    mut row: ShareRow,
+    caller: &Caller,
+) -> crate::store::StoreResult<ApiResult<Step>> {
     row.uses += 1;
     tx.put_share(&row)?;
     tx.append_audit(
@@ -325,7 +350,12 @@ pub async fn open(
         // Unknown and unproven look the same. The attempt is still audited: in the patient's
         // log if the share exists, else in the caller's own.
         let owner = row.map_or_else(|| caller.user.id.clone(), |r| r.patient);
-        let ev = caller.event("share.open", Some(id.clone()), None, Some(ErrorCode::NotFound));
+        let ev = caller.event(
+            "share.open",
+            Some(id.clone()),
+            None,
+            Some(ErrorCode::NotFound),
+        );
         state.write(move |tx| tx.append_audit(&owner, ev)).await?;
         return Err(no_such_share());
     }
@@ -434,7 +464,12 @@ pub async fn open(
 }
 
 /// Checks that the caller opened this share recently and that it is still live; returns it.
-async fn granted_share(state: &AppState, caller: &Caller, id: &ShareId, action: &'static str) -> ApiResult<ShareRow> {
+async fn granted_share(
+    state: &AppState,
+    caller: &Caller,
+    id: &ShareId,
+    action: &'static str,
+) -> ApiResult<ShareRow> {
     let now = healthlock_common::time::now();
     let granted = state
         .grants
@@ -453,7 +488,9 @@ async fn granted_share(state: &AppState, caller: &Caller, id: &ShareId, action: 
         .await??
         .ok_or_else(no_such_share)?;
     // Revocation and expiry end downloads at once, even within an open's grant.
-    if matches!(row.status(now), ShareStatus::Revoked | ShareStatus::Expired) || caller.role() != row.role {
+    if matches!(row.status(now), ShareStatus::Revoked | ShareStatus::Expired)
+        || caller.role() != row.role
+    {
         let err = refusal(&row, caller.role(), now).unwrap_or_else(no_such_share);
         let ev = caller.event(action, Some(id.clone()), None, Some(err.body.code));
         let owner = row.patient.clone();
@@ -487,9 +524,18 @@ pub async fn body(
         Some(true) => None,
     };
     let (owner, r2) = (row.patient.clone(), rid.clone());
-    let exists = state.blocking(move |s| s.store.record(&owner, &r2)).await??.is_some();
-    let refused = refused.or_else(|| (!exists).then(|| ApiError::not_found("record: the patient deleted it")));
-    let ev = caller.event("share.fetch", Some(id), Some(rid.clone()), refused.as_ref().map(|e| e.body.code));
+    let exists = state
+        .blocking(move |s| s.store.record(&owner, &r2))
+        .await??
+        .is_some();
+    let refused = refused
+        .or_else(|| (!exists).then(|| ApiError::not_found("record: the patient deleted it")));
+    let ev = caller.event(
+        "share.fetch",
+        Some(id),
+        Some(rid.clone()),
+        refused.as_ref().map(|e| e.body.code),
+    );
     let owner = row.patient.clone();
     state.write(move |tx| tx.append_audit(&owner, ev)).await?;
     if let Some(err) = refused {
@@ -518,6 +564,15 @@ pub async fn attach(
             caller.role()
         )));
     }
-    let info = store_upload(&state, &caller, row.patient.clone(), &headers, body, "record.attach", Some(id)).await?;
+    let info = store_upload(
+        &state,
+        &caller,
+        row.patient.clone(),
+        &headers,
+        body,
+        "record.attach",
+        Some(id),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }

@@ -1,0 +1,7 @@
+//! One module per group of subcommands.
+
+pub mod account;
+pub mod audit;
+pub mod fetch;
+pub mod share;
+pub mod vault;

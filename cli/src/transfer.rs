@@ -1,0 +1,294 @@
+//! Streaming encryption and decryption of record bodies.
+//!
+//! Upload: file → age (on a blocking thread, 64 KiB pieces) → bounded channel → HTTP body, so
+//! reading and encrypting run on one core while the network and server use the other, and no
+//! document is ever whole in memory. Download is the mirror image; the plaintext goes to a hidden
+//! temp file beside the destination and is renamed into place only after the ciphertext's size
+//! and SHA-256 match what the patient signed and age has authenticated every chunk.
+
+use crate::client::Api;
+use crate::error::{CliError, integrity};
+use anyhow::{Context, Result};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Method;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+
+const CHUNK: usize = 64 * 1024;
+/// Pieces in flight between the crypto thread and the network: bounds memory at ~0.5 MiB.
+const IN_FLIGHT: usize = 8;
+
+/// A progress bar on stderr, or a hidden one when stderr is not a terminal or output is JSON.
+pub fn progress(show: bool, len: u64, label: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:20!} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(label.to_owned());
+    pb
+}
+
+/// An `io::Write` that sends 64 KiB pieces into a channel and hashes them.
+struct ChannelWriter {
+    tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    hasher: Sha256,
+}
+
+impl ChannelWriter {
+    fn send_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.hasher.update(&chunk);
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload was stopped")
+        })
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send_buf()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encrypts `file` to `recipient` and streams the ciphertext as the body of `request`.
+/// Returns the server's JSON answer and the SHA-256 of the ciphertext the client sent.
+pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
+    api: &Api,
+    request: reqwest::RequestBuilder,
+    file: &Path,
+    recipient: age::x25519::Recipient,
+    pb: ProgressBar,
+) -> Result<(T, String)> {
+    let mut src =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(IN_FLIGHT);
+    let encrypt = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let mut sink = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+            hasher: Sha256::new(),
+        };
+        let result: std::io::Result<String> = (|| {
+            let encryptor =
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                    .map_err(std::io::Error::other)?;
+            let mut w = encryptor.wrap_output(&mut sink)?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                w.write_all(&buf[..n])?;
+                pb.inc(n as u64);
+            }
+            w.finish()?;
+            sink.send_buf()?;
+            pb.finish_and_clear();
+            Ok(healthlock_common::encoding::hex(
+                &sink.hasher.clone().finalize(),
+            ))
+        })();
+        if let Err(e) = &result {
+            // Fail the HTTP body too, so the server sees an incomplete upload and keeps nothing.
+            let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+        }
+        result
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let sent = api
+        .send(request.body(reqwest::Body::wrap_stream(stream)))
+        .await;
+    let encrypted = encrypt.await?;
+    match (sent, encrypted) {
+        (Ok(resp), Ok(hash)) => Ok((api.decode(resp).await?, hash)),
+        (Err(e), Ok(_)) => Err(e),
+        // The server stopped reading (e.g. too large): its answer is the real reason.
+        (Err(e), Err(io)) if io.kind() == std::io::ErrorKind::BrokenPipe => Err(e),
+        (_, Err(io)) => {
+            Err(anyhow::Error::new(io).context(format!("cannot read {}", file.display())))
+        }
+    }
+}
+
+/// An `io::Read` over pieces arriving from a channel.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What the ciphertext must be, as the patient signed it (or as the vault records it).
+pub struct Expected {
+    /// Ciphertext size.
+    pub size: u64,
+    /// Ciphertext SHA-256, hex.
+    pub sha256: String,
+}
+
+/// A file written by [`download_decrypted`].
+pub struct Written {
+    /// Where.
+    pub path: PathBuf,
+    /// Plaintext SHA-256, hex.
+    pub sha256: String,
+    /// Plaintext size.
+    pub size: u64,
+}
+
+/// Downloads the ciphertext at `path` (an API path), decrypts it with `identity` into `dest`.
+/// `dest` appears only if everything checks out; it is never overwritten unless `force`.
+pub async fn download_decrypted(
+    api: &Api,
+    path: &str,
+    identity: age::x25519::Identity,
+    expected: &Expected,
+    dest: &Path,
+    force: bool,
+    pb: ProgressBar,
+) -> Result<Written> {
+    if !force && dest.exists() {
+        return Err(CliError::Exists(dest.to_owned()).into());
+    }
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let tmp = dir.join(format!(
+        ".healthlock-partial-{}",
+        healthlock_common::encoding::hex(&healthlock_common::random_bytes::<8>())
+    ));
+    let resp = api.send(api.request(Method::GET, path)).await?;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let out_path = tmp.clone();
+    let decrypt = tokio::task::spawn_blocking(move || -> Result<(String, u64)> {
+        let reader = ChannelReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let decryptor = age::Decryptor::new(reader)?;
+        let mut plain = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity))?;
+        let file = std::fs::File::create(&out_path)
+            .with_context(|| format!("cannot write {}", out_path.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(4 * CHUNK, file);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut size = 0u64;
+        loop {
+            let n = plain.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            size += n as u64;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok((healthlock_common::encoding::hex(&hasher.finalize()), size))
+    });
+
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    let mut stream = resp.bytes_stream();
+    let mut network_error = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                network_error = Some(api.network(&e));
+                break;
+            }
+        };
+        received += chunk.len() as u64;
+        if received > expected.size {
+            break;
+        }
+        hasher.update(&chunk);
+        pb.inc(chunk.len() as u64);
+        if tx.send(chunk.to_vec()).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let decrypted = decrypt.await?;
+    pb.finish_and_clear();
+    let cleanup = || {
+        let _ = std::fs::remove_file(&tmp);
+    };
+    if let Some(e) = network_error {
+        cleanup();
+        return Err(e);
+    }
+    let sha = healthlock_common::encoding::hex(&hasher.finalize());
+    if received != expected.size || sha != expected.sha256 {
+        cleanup();
+        return Err(integrity(format!(
+            "the server sent {received} bytes that do not match the {} bytes and SHA-256 the patient signed",
+            expected.size
+        )));
+    }
+    let (sha256, size) = match decrypted {
+        Ok(v) => v,
+        Err(e) => {
+            cleanup();
+            return Err(integrity(format!("the record does not decrypt: {e}")));
+        }
+    };
+    if !force && dest.exists() {
+        cleanup();
+        return Err(CliError::Exists(dest.to_owned()).into());
+    }
+    std::fs::rename(&tmp, dest).inspect_err(|_| cleanup())?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(Written {
+        path: dest.to_owned(),
+        sha256,
+        size,
+    })
+}
