@@ -1,4 +1,4 @@
-//! The `--json` results, one struct per command (schema in docs/json-output.md).
+//! The `--json` results of the commands that shape their own output (all shapes: docs/cli.md).
 
 use healthlock_common::{Category, RecordId, Role, ShareId, UserId};
 use serde::{Deserialize, Serialize};

@@ -212,7 +212,16 @@ pub async fn download_decrypted(
         };
         let decryptor = age::Decryptor::new(reader)?;
         let mut plain = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity))?;
-        let file = std::fs::File::create(&out_path)
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            // Health data: readable by its owner only, from the first byte.
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts
+            .open(&out_path)
             .with_context(|| format!("cannot write {}", out_path.display()))?;
         let mut out = std::io::BufWriter::with_capacity(4 * CHUNK, file);
         let mut hasher = Sha256::new();

@@ -13,8 +13,6 @@ pub const HEADER_CATEGORY: &str = "x-healthlock-category";
 pub const HEADER_ENVELOPE: &str = "x-healthlock-envelope";
 /// Header carrying a new record's sealed metadata (base64) on an upload.
 pub const HEADER_META: &str = "x-healthlock-meta";
-/// Header carrying the SHA-256 of the body, echoed by the server after it stored the body.
-pub const HEADER_SHA256: &str = "x-healthlock-sha256";
 
 /// Every refusal the server can give. The CLI matches on this, never on message text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

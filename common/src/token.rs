@@ -1,7 +1,7 @@
 //! The share token: 128 secret bits that open one share.
 //!
 //! A token is `hl1` followed by the lowercase, unpadded base32 of the 16-byte secret `S` and a
-//! 2-byte checksum (`SHA-256("healthlock/v1/token-checksum" ‖ S)[..2]`), 29 characters in all, so a
+//! 2-byte checksum (`SHA-256("healthlock/v1/token-checksum" ‖ S)[..2]`), 32 characters in all, so a
 //! typo is caught before anything is sent. A link is `ORIGIN/s#TOKEN`: the fragment is never sent
 //! to any server. From `S`, HKDF-SHA256 derives, each under its own label:
 //!

@@ -49,7 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/notifications/ack", post(audit::ack))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
-        // The span names the route pattern, never the raw path, so ids stay out of logs.
+        // The span names the route pattern, never the raw path or query.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req
                 .extensions()

@@ -3,7 +3,7 @@
 //! Every action and its audit event commit in one write transaction ([`Store::write`]), and redb
 //! fsyncs each commit, so what the server acknowledged survives a crash and no data is released
 //! before its audit event is durable. Blobs live beside it in files (see `blobs`).
-//! The design card names sled; docs/decisions/0001-redb.md says why redb holds the data instead.
+//! The design card names sled; docs/decisions/0001-redb-over-sled.md says why redb holds the data instead.
 
 use healthlock_common::api::{AuditEvent, ErrorCode, ShareRecordKeys, ShareStatus};
 use healthlock_common::descriptor::SignedDescriptor;
@@ -323,6 +323,35 @@ impl Tx {
         self.put(PATIENT_SHARES, &format!("{}/{}", row.patient, row.id), &())
     }
 
+    /// Removes every copy of a record's key and title from `patient`'s shares (on delete).
+    pub fn forget_record_in_shares(&self, patient: &UserId, id: &RecordId) -> StoreResult<()> {
+        let (lo, hi) = (format!("{patient}/"), format!("{patient}0"));
+        let ids: Vec<String> = {
+            let index = self.txn.open_table(PATIENT_SHARES)?;
+            let mut ids = Vec::new();
+            for item in index.range(lo.as_str()..hi.as_str())? {
+                let key = item?.0.value().to_owned();
+                ids.push(key.rsplit('/').next().unwrap_or_default().to_owned());
+            }
+            ids
+        };
+        for sid in ids {
+            let Some(mut row) = self.get::<ShareRow>(SHARES, &sid)? else {
+                continue;
+            };
+            let mut changed = false;
+            for r in row.records.iter_mut().filter(|r| &r.keys.id == id) {
+                changed |= !r.keys.envelope.is_empty();
+                r.keys.envelope.clear();
+                r.keys.meta.clear();
+            }
+            if changed {
+                self.put(SHARES, &sid, &row)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sets the highest audit seq shown as a notification.
     pub fn set_notify_cursor(&self, owner: &UserId, seq: u64) -> StoreResult<()> {
         let mut t = self.txn.open_table(NOTIFY_CURSORS)?;
@@ -377,6 +406,11 @@ pub fn chain_hash(prev: &str, event: &AuditEvent) -> String {
     h.update(b"\n");
     h.update(encode(&e));
     healthlock_common::encoding::hex(&h.finalize())
+}
+
+/// The log of events that concern no account (e.g. logins with unknown usernames).
+pub fn server_log() -> UserId {
+    UserId::from_bytes(&[0u8; 16])
 }
 
 fn record_key(owner: &UserId, id: &RecordId) -> String {

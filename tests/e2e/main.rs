@@ -1,1 +1,7 @@
+//! End-to-end tests: the real server binary on loopback, the real CLI as several users.
 
+mod flow;
+mod hostile;
+mod qr;
+mod refusals;
+mod tamper;

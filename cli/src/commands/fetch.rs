@@ -13,7 +13,7 @@ use healthlock_common::api::{
     Challenge, ErrorCode, HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, OpenRequest, OpenResponse,
     RecordInfo,
 };
-use healthlock_common::descriptor::ShareDescriptor;
+use healthlock_common::descriptor::{DescriptorEntry, ShareDescriptor};
 use healthlock_common::encoding::{b64, sha256_hex};
 use healthlock_common::envelope::{RecordKey, RecordMeta};
 use healthlock_common::token::{ShareSecret, normalize_origin, parse_link_or_token};
@@ -238,32 +238,31 @@ impl FetchCmd {
             }
             plan.push((key, meta, entry, dest));
         }
+        // Every body is downloaded, checked and decrypted into a staging directory first; the
+        // files move into place only when all of them check out, so a tampered share leaves
+        // nothing behind.
         std::fs::create_dir_all(&self.output)?;
-        let mut files = Vec::new();
-        for (key, meta, entry, dest) in plan {
-            let pb = progress(ctx.interactive(), entry.size, &meta.filename);
-            let written = download_decrypted(
-                &opened.api,
-                &format!("/v1/shares/{share_id}/records/{}", entry.id),
-                key.into_identity(),
-                &Expected {
-                    size: entry.size,
-                    sha256: entry.sha256.clone(),
-                },
-                &dest,
-                self.force,
-                pb,
-            )
-            .await?;
-            files.push(FetchedFile {
-                record: entry.id,
-                path: written.path.display().to_string(),
-                sha256: written.sha256,
-                size: written.size,
-                title: meta.title,
-                category: entry.category,
-            });
-        }
+        let stage = self.output.join(format!(
+            ".healthlock-partial-{}",
+            healthlock_common::encoding::hex(&healthlock_common::random_bytes::<8>())
+        ));
+        std::fs::create_dir(&stage)?;
+        let staged = self.download_all(ctx, &opened, plan, &stage).await;
+        let moved = staged.and_then(|staged| {
+            staged
+                .into_iter()
+                .map(|(file, tmp)| {
+                    let dest = PathBuf::from(&file.path);
+                    if !self.force && dest.exists() {
+                        return Err(CliError::Exists(dest).into());
+                    }
+                    std::fs::rename(&tmp, &dest)?;
+                    Ok(file)
+                })
+                .collect::<Result<Vec<_>>>()
+        });
+        let _ = std::fs::remove_dir_all(&stage);
+        let files = moved?;
         let out = Fetch {
             share: share_id,
             files,
@@ -300,6 +299,49 @@ impl FetchCmd {
             }
             s
         })
+    }
+}
+
+impl FetchCmd {
+    /// Downloads each planned record into `stage`; returns the results and their staged paths.
+    async fn download_all(
+        &self,
+        ctx: &Ctx,
+        opened: &Opened,
+        plan: Vec<(RecordKey, RecordMeta, DescriptorEntry, PathBuf)>,
+        stage: &std::path::Path,
+    ) -> Result<Vec<(FetchedFile, PathBuf)>> {
+        let share_id = opened.secret.share_id();
+        let mut out = Vec::new();
+        for (i, (key, meta, entry, dest)) in plan.into_iter().enumerate() {
+            let pb = progress(ctx.interactive(), entry.size, &meta.filename);
+            let tmp = stage.join(i.to_string());
+            let written = download_decrypted(
+                &opened.api,
+                &format!("/v1/shares/{share_id}/records/{}", entry.id),
+                key.into_identity(),
+                &Expected {
+                    size: entry.size,
+                    sha256: entry.sha256.clone(),
+                },
+                &tmp,
+                true,
+                pb,
+            )
+            .await?;
+            out.push((
+                FetchedFile {
+                    record: entry.id,
+                    path: dest.display().to_string(),
+                    sha256: written.sha256,
+                    size: written.size,
+                    title: meta.title,
+                    category: entry.category,
+                },
+                tmp,
+            ));
+        }
+        Ok(out)
     }
 }
 

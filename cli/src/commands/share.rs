@@ -113,22 +113,28 @@ impl ShareCmd {
         let mut entries = Vec::new();
         let mut envelopes = Vec::new();
         for r in &chosen {
-            let key = RecordKey::open_envelope(&keys.age, &r.info.envelope).map_err(|_| {
-                integrity(format!("record {} does not open with your key", r.info.id))
-            })?;
-            let envelope = key.seal_to(&to_share);
+            // A record the role may not read is listed but never gets its key or title sealed
+            // to the share, so the policy does not rest on the server alone.
+            let (envelope, meta) = if self.role.may_read(r.info.category) {
+                let key = RecordKey::open_envelope(&keys.age, &r.info.envelope).map_err(|_| {
+                    integrity(format!("record {} does not open with your key", r.info.id))
+                })?;
+                (key.seal_to(&to_share), r.info.meta.clone())
+            } else {
+                (Vec::new(), Vec::new())
+            };
             entries.push(DescriptorEntry {
                 id: r.info.id.clone(),
                 category: r.info.category,
                 size: r.info.size,
                 sha256: r.info.sha256.clone(),
                 envelope_sha256: sha256_hex(&envelope),
-                meta_sha256: sha256_hex(&r.info.meta),
+                meta_sha256: sha256_hex(&meta),
             });
             envelopes.push(ShareRecordKeys {
                 id: r.info.id.clone(),
                 envelope,
-                meta: r.info.meta.clone(),
+                meta,
             });
         }
         let now = healthlock_common::time::now();

@@ -45,7 +45,7 @@ struct ServeArgs {
     #[arg(long, env = "HEALTHLOCK_PUBLIC_URL")]
     public_url: Option<String>,
     /// Longest share lifetime a patient may choose, e.g. 30d.
-    #[arg(long, default_value = "30d", value_parser = healthlock_common::time::parse_duration)]
+    #[arg(long, default_value = "30d", value_parser = healthlock_common::time::parse_duration, env = "HEALTHLOCK_MAX_SHARE_LIFETIME")]
     max_share_lifetime: u64,
 }
 

@@ -240,10 +240,24 @@ pub async fn login(
     let auth = req.auth;
     let verified = state.blocking(move |_| verify_secret(&auth, &phc)).await?;
     let Some(user) = user else {
+        // The same durable write as for a wrong password (into the server's own log), so the
+        // time taken does not tell whether the name exists.
+        let ev = NewEvent {
+            actor: None,
+            action: "account.login",
+            share: None,
+            record: None,
+            refused: Some(ErrorCode::InvalidCredentials),
+            client,
+        };
+        state
+            .write(move |tx| tx.append_audit(&crate::store::server_log(), ev))
+            .await?;
         return Err(invalid_credentials());
     };
-    let event = |refused| NewEvent {
-        actor: Some((user.id.clone(), user.role)),
+    // A failed login is someone else's attempt (no actor), so it reaches the notifications.
+    let event = |refused: Option<ErrorCode>| NewEvent {
+        actor: refused.is_none().then(|| (user.id.clone(), user.role)),
         action: "account.login",
         share: None,
         record: None,

@@ -2,10 +2,10 @@
 
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::extract::AppJson;
+use crate::extract::{AppJson, AppQuery};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use healthlock_common::api::{AckRequest, AuditEvent};
 use serde::Deserialize;
@@ -51,7 +51,7 @@ fn with_names(state: &AppState, mut events: Vec<AuditEvent>) -> Vec<AuditEvent> 
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(page): Query<Page>,
+    AppQuery(page): AppQuery<Page>,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
     let (s, me) = (state.clone(), caller.user.id.clone());
     let limit = page.limit.clamp(1, 10_000);

@@ -205,7 +205,8 @@ pub async fn body(
     stream_blob(&state, &row.id).await
 }
 
-/// `DELETE /v1/records/{id}`: removes the record and shreds its body. The audit log keeps its id.
+/// `DELETE /v1/records/{id}`: removes the record, its body file and every copy of its key in
+/// shares, so nothing left on the server can decrypt it. The audit log keeps its id.
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -217,6 +218,7 @@ pub async fn delete(
     state
         .write(move |tx| {
             tx.delete_record(&owner, &id)?;
+            tx.forget_record_in_shares(&owner, &id)?;
             tx.append_audit(&owner, ev)
         })
         .await?;

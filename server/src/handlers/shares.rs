@@ -136,8 +136,14 @@ pub async fn create(
     }
     let mut seen = HashSet::new();
     for (entry, keys) in d.records.iter().zip(&req.records) {
-        let sizes_ok =
-            keys.envelope.len() <= MAX_SMALL_AGE_FILE && keys.meta.len() <= MAX_SMALL_AGE_FILE;
+        // A record the role may not read travels without its key or title: even a copy of this
+        // server's disk plus the token cannot open it.
+        let sizes_ok = if d.role.may_read(entry.category) {
+            (1..=MAX_SMALL_AGE_FILE).contains(&keys.envelope.len())
+                && (1..=MAX_SMALL_AGE_FILE).contains(&keys.meta.len())
+        } else {
+            keys.envelope.is_empty() && keys.meta.is_empty()
+        };
         if entry.id != keys.id
             || !seen.insert(entry.id.clone())
             || !sizes_ok
@@ -347,16 +353,28 @@ pub async fn open(
             .is_ok()
     });
     if !proven {
-        // Unknown and unproven look the same. The attempt is still audited: in the patient's
-        // log if the share exists, else in the caller's own.
-        let owner = row.map_or_else(|| caller.user.id.clone(), |r| r.patient);
-        let ev = caller.event(
-            "share.open",
-            Some(id.clone()),
-            None,
-            Some(ErrorCode::NotFound),
-        );
-        state.write(move |tx| tx.append_audit(&owner, ev)).await?;
+        // Unknown and unproven look the same, in the answer and in the caller's own log (which
+        // gets the attempt either way). The patient's log gets it too, in the same commit.
+        let patient = row.map(|r| r.patient);
+        let me = caller.user.id.clone();
+        let event = || {
+            caller.event(
+                "share.open",
+                Some(id.clone()),
+                None,
+                Some(ErrorCode::NotFound),
+            )
+        };
+        let (mine, theirs) = (event(), event());
+        state
+            .write(move |tx| {
+                tx.append_audit(&me, mine)?;
+                if let Some(p) = patient {
+                    tx.append_audit(&p, theirs)?;
+                }
+                Ok(())
+            })
+            .await?;
         return Err(no_such_share());
     }
 
@@ -428,11 +446,11 @@ pub async fn open(
     };
 
     let grant_expires = (now + state.settings.grant_lifetime).min(row.expires);
-    state
-        .grants
-        .lock()
-        .map_err(ApiError::internal)?
-        .insert((row.id.clone(), caller.user.id.clone()), grant_expires);
+    {
+        let mut grants = state.grants.lock().map_err(ApiError::internal)?;
+        grants.retain(|_, exp| *exp > now);
+        grants.insert((row.id.clone(), caller.user.id.clone()), grant_expires);
+    }
     let role = caller.role();
     let patient = row.patient.clone();
     let records = row.records.clone();

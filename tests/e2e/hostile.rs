@@ -1,0 +1,102 @@
+//! Hostile input to the server, and what a stolen data directory or log would reveal.
+
+use healthlock_tests::{Server, User, contains, files_below, raw_http};
+
+#[test]
+fn garbage_gets_4xx_never_5xx() {
+    let server = Server::start();
+    let alice = User::patient(&server, "alice");
+    alice.upload(&alice.file("a.txt", b"a"), "lab", None);
+    let cases: Vec<(String, Vec<u8>)> = vec![
+        ("POST /v1/auth/login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 9".into(), b"{not json".to_vec()),
+        ("POST /v1/auth/login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 30".into(), br#"{"username":"x","auth":"!!!"}  "#.to_vec()),
+        ("POST /v1/auth/register HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2".into(), b"{}".to_vec()),
+        ("POST /v1/auth/prelogin HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 21".into(), br#"{"username":"../../"}"#.to_vec()),
+        ("GET /v1/records/..%2F..%2Fetc%2Fpasswd/body HTTP/1.1\r\nAuthorization: Bearer nope".into(), vec![]),
+        ("GET /v1/records HTTP/1.1\r\nAuthorization: Bearer hls_00".into(), vec![]),
+        ("POST /v1/shares/zzzz/open HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2".into(), b"{}".to_vec()),
+        ("POST /v1/records HTTP/1.1\r\nContent-Length: 3".into(), b"abc".to_vec()),
+        ("GET /v1/nothing-here HTTP/1.1".into(), vec![]),
+        ("GET /v1/audit?after=-1&limit=abc HTTP/1.1".into(), vec![]),
+    ];
+    for (head, body) in cases {
+        let (status, text) = raw_http(&server.url, &head, &body);
+        assert!((400..500).contains(&status), "{head:?} → {status} {text}");
+    }
+    // Still alive and well.
+    assert_eq!(alice.json(&["records"], None).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn oversized_uploads_are_refused_and_leave_nothing() {
+    let server = Server::start_with(&["--max-upload", "64KiB"]);
+    let alice = User::patient(&server, "alice");
+    let big = alice.file("big.bin", &vec![7u8; 200 * 1024]);
+    let r = alice.run(&["--json", "upload", big.to_str().unwrap()], None);
+    assert_eq!(r.code, 18, "{r:?}");
+    assert_eq!(r.error_code(), "payload_too_large");
+    assert_eq!(alice.json(&["records"], None), serde_json::json!([]));
+    assert!(
+        files_below(&server.data.join("tmp")).is_empty(),
+        "no temp file left"
+    );
+    assert!(
+        files_below(&server.data.join("blobs")).is_empty(),
+        "no blob left"
+    );
+}
+
+#[test]
+fn the_data_directory_and_log_hold_no_plaintext_titles_passwords_or_tokens() {
+    let server = Server::start();
+    let alice = User::patient(&server, "alice");
+    let secret_body = b"CANARY-BODY-7f3a HIV test: negative";
+    let f = alice.file("CANARY-FILENAME-91c2.pdf", secret_body);
+    let id = alice.upload(&f, "lab", Some("CANARY-TITLE-5d8e HIV test"));
+    let share = alice.share(&[&id], "doctor", &["--passcode"]);
+    let doc = User::provider(&server, "doc", "doctor");
+    let mut cmd = doc.command(&["fetch", share["link"].as_str().unwrap()]);
+    cmd.env("HEALTHLOCK_PASSCODE", share["passcode"].as_str().unwrap());
+    assert_eq!(doc.run_with(cmd, None).code, 0);
+    server.invite("doctor");
+
+    let token = share["token"].as_str().unwrap();
+    let passcode = share["passcode"].as_str().unwrap();
+    let canaries: Vec<&[u8]> = vec![
+        b"CANARY-BODY-7f3a",
+        b"CANARY-FILENAME-91c2",
+        b"CANARY-TITLE-5d8e",
+        b"HIV test",
+        alice.password.as_bytes(),
+        doc.password.as_bytes(),
+        token.as_bytes(),
+        &token.as_bytes()[3..],
+        passcode.as_bytes(),
+    ];
+    let mut scanned = 0;
+    for path in files_below(&server.data) {
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += bytes.len();
+        for c in &canaries {
+            assert!(
+                !contains(&bytes, c),
+                "{} contains {:?}",
+                path.display(),
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+    assert!(
+        scanned > secret_body.len(),
+        "the scan read the store and blobs"
+    );
+    let log = server.log_text();
+    assert!(log.contains("request"), "the log was captured");
+    for c in &canaries {
+        assert!(
+            !contains(log.as_bytes(), c),
+            "the server log contains {:?}",
+            String::from_utf8_lossy(c)
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! A server that alters what it stores is caught by the fetching CLI, which then writes nothing.
+//! Each test really changes the server's data on disk, as a compromised server would.
+
+use healthlock_tests::{Server, User, files_below};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("shares");
+
+/// Stops the server, rewrites one share row with `edit`, starts it again.
+fn rewrite_share(server: &mut Server, share_id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    server.stop();
+    {
+        let db = Database::create(server.data.join("healthlock.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(SHARES).unwrap();
+            let mut row: serde_json::Value =
+                serde_json::from_slice(t.get(share_id).unwrap().unwrap().value()).unwrap();
+            edit(&mut row);
+            t.insert(share_id, serde_json::to_vec(&row).unwrap().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    server.restart();
+}
+
+fn b64(v: &serde_json::Value) -> Vec<u8> {
+    data_encoding::BASE64
+        .decode(v.as_str().unwrap().as_bytes())
+        .unwrap()
+}
+
+fn setup(role: &str) -> (Server, User, User, String, String, String) {
+    let server = Server::start();
+    let alice = User::patient(&server, "alice");
+    let id = alice.upload(
+        &alice.file("echo.pdf", b"%PDF echocardiogram, EF 60%"),
+        "imaging",
+        None,
+    );
+    let share = alice.share(&[&id], role, &[]);
+    let provider = User::provider(&server, "dan", role);
+    let (link, sid) = (
+        share["link"].as_str().unwrap().to_owned(),
+        share["id"].as_str().unwrap().to_owned(),
+    );
+    (server, alice, provider, id, link, sid)
+}
+
+fn assert_nothing_written(u: &User, dir: &str) {
+    let d = u.dir().join(dir);
+    assert!(
+        files_below(&d).is_empty(),
+        "files were written: {:?}",
+        files_below(&d)
+    );
+}
+
+#[test]
+fn an_altered_body_is_refused_and_nothing_is_written() {
+    let (server, _alice, dan, id, link, _) = setup("doctor");
+    let blob = server.data.join("blobs").join(&id);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len();
+    bytes[n - 20] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+    let r = dan.run(&["--json", "fetch", &link, "-o", "out"], None);
+    assert_eq!(r.code, 14, "{r:?}");
+    assert_eq!(r.error_code(), "integrity");
+    assert_nothing_written(&dan, "out");
+
+    // A truncated body too.
+    std::fs::write(&blob, &bytes[..n / 2]).unwrap();
+    assert_eq!(
+        dan.fails(&["fetch", &link, "-o", "out"], None, 14),
+        "integrity"
+    );
+    assert_nothing_written(&dan, "out");
+}
+
+#[test]
+fn an_altered_descriptor_is_refused() {
+    let (mut server, _alice, dan, _id, link, sid) = setup("diagnostics");
+    rewrite_share(&mut server, &sid, |row| {
+        // Claim a longer expiry than the patient signed.
+        let text = String::from_utf8(b64(&row["descriptor"]["bytes"])).unwrap();
+        let mut d: serde_json::Value = serde_json::from_str(&text).unwrap();
+        d["expires"] = serde_json::json!(d["expires"].as_u64().unwrap() + 86_400);
+        let bytes = serde_json::to_vec(&d).unwrap();
+        row["descriptor"]["bytes"] = data_encoding::BASE64.encode(&bytes).into();
+    });
+    assert_eq!(
+        dan.fails(&["fetch", &link, "-o", "out"], None, 14),
+        "integrity"
+    );
+    assert_nothing_written(&dan, "out");
+}
+
+#[test]
+fn a_swapped_record_key_is_refused() {
+    let (mut server, alice, dan, _id, link, sid) = setup("doctor");
+    // The server swaps in another record's envelope and title (one it also holds).
+    let other = alice.upload(
+        &alice.file("other.pdf", b"%PDF something else"),
+        "imaging",
+        None,
+    );
+    let other_share = alice.share(&[&other], "doctor", &[]);
+    let other_sid = other_share["id"].as_str().unwrap().to_owned();
+    server.stop();
+    let other_keys = {
+        let db = Database::create(server.data.join("healthlock.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(SHARES).unwrap();
+        let row: serde_json::Value =
+            serde_json::from_slice(t.get(other_sid.as_str()).unwrap().unwrap().value()).unwrap();
+        row["records"][0]["keys"].clone()
+    };
+    server.restart();
+    rewrite_share(&mut server, &sid, |row| {
+        row["records"][0]["keys"]["envelope"] = other_keys["envelope"].clone();
+        row["records"][0]["keys"]["meta"] = other_keys["meta"].clone();
+    });
+    assert_eq!(
+        dan.fails(&["fetch", &link, "-o", "out"], None, 14),
+        "integrity"
+    );
+    assert_nothing_written(&dan, "out");
+}
+
+/// Reads one share row while the server is stopped.
+fn read_share(server: &mut Server, share_id: &str) -> serde_json::Value {
+    server.stop();
+    let row = {
+        let db = Database::create(server.data.join("healthlock.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(SHARES).unwrap();
+        serde_json::from_slice(t.get(share_id).unwrap().unwrap().value()).unwrap()
+    };
+    server.restart();
+    row
+}
+
+#[test]
+fn one_bad_file_means_no_file_is_written() {
+    let server = Server::start();
+    let alice = User::patient(&server, "alice");
+    let good = alice.upload(&alice.file("a.pdf", b"%PDF first, intact"), "lab", None);
+    let bad = alice.upload(
+        &alice.file("b.pdf", b"%PDF second, to be altered"),
+        "lab",
+        None,
+    );
+    let link = alice.share(&[&good, &bad], "doctor", &[])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blob = server.data.join("blobs").join(&bad);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x80;
+    std::fs::write(&blob, &bytes).unwrap();
+    let doc = User::provider(&server, "doc", "doctor");
+    assert_eq!(
+        doc.fails(&["fetch", &link, "-o", "out"], None, 14),
+        "integrity"
+    );
+    assert_nothing_written(&doc, "out");
+}
+
+#[test]
+fn records_a_role_may_not_read_are_never_keyed_to_the_share() {
+    let mut server = Server::start();
+    let alice = User::patient(&server, "alice");
+    let rx = alice.upload(&alice.file("rx.pdf", b"Rx"), "prescription", None);
+    let lab = alice.upload(&alice.file("lab.pdf", b"HbA1c"), "lab", None);
+    let sid = alice.share(&[&rx, &lab], "pharmacist", &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = read_share(&mut server, &sid);
+    for r in row["records"].as_array().unwrap() {
+        let keyed = !r["keys"]["envelope"].as_str().unwrap().is_empty();
+        assert_eq!(keyed, r["keys"]["id"] == rx.as_str(), "{r}");
+    }
+    // Deleting a record removes its key from every share too.
+    let sid2 = alice.share(&[&rx], "doctor", &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice.ok(&["delete", &rx], None);
+    for s in [&sid, &sid2] {
+        let row = read_share(&mut server, s);
+        assert!(
+            row["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["keys"]["envelope"] == ""),
+            "{row}"
+        );
+    }
+}
