@@ -286,3 +286,89 @@ fn a_multi_megabyte_file_streams_through_intact() {
     assert!(blob.starts_with(b"age-encryption.org/v1\n"));
     assert!(blob.len() > data.len());
 }
+
+/// Decrypts an age file with the reference `age` CLI when it is installed (CI installs Debian's
+/// `age`), else with the `age` crate, and returns the plaintext.
+fn reference_decrypt(identity: &str, ciphertext: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (id_file, ct_file) = (dir.path().join("id"), dir.path().join("ct.age"));
+    std::fs::write(&id_file, identity).unwrap();
+    std::fs::write(&ct_file, ciphertext).unwrap();
+    match std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&id_file)
+        .arg(&ct_file)
+        .output()
+    {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "age -d failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        }
+        Err(_) => {
+            eprintln!(
+                "note: the reference `age` CLI is not installed; checking with the age crate"
+            );
+            let id: age::x25519::Identity = identity.trim().parse().unwrap();
+            age::decrypt(&id, ciphertext).unwrap()
+        }
+    }
+}
+
+#[test]
+fn stored_bodies_and_envelopes_are_standard_age_files() {
+    let server = Server::start();
+    let alice = User::patient(&server, "alice");
+    let content = b"%PDF-1.7 interoperability check";
+    let id = alice.upload(&alice.file("doc.pdf", content), "lab", None);
+    let profile = alice.dir().join("config/healthlock/profiles/default");
+    let keys: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(profile.join("keys.json")).unwrap()).unwrap();
+    let session: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(profile.join("session.json")).unwrap()).unwrap();
+    let head = format!(
+        "GET /v1/records/{id} HTTP/1.1\r\nAuthorization: Bearer {}",
+        session["token"].as_str().unwrap()
+    );
+    let (status, body) = healthlock_tests::raw_http(&server.url, &head, b"");
+    assert_eq!(status, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let envelope = data_encoding::BASE64
+        .decode(info["envelope"].as_str().unwrap().as_bytes())
+        .unwrap();
+    let record_key = reference_decrypt(keys["age"].as_str().unwrap(), &envelope);
+    let blob = std::fs::read(server.data.join("blobs").join(&id)).unwrap();
+    let plain = reference_decrypt(std::str::from_utf8(&record_key).unwrap(), &blob);
+    assert_eq!(plain, content);
+}
+
+#[test]
+fn several_files_upload_in_one_command_and_refuse_a_shared_title() {
+    let server = Server::start();
+    let alice = User::patient(&server, "alice");
+    let a = alice.file("one.pdf", b"1");
+    let b = alice.file("two.pdf", b"22");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let v = alice.json(&["upload", a, b, "--category", "lab"], None);
+    let names: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["one.pdf", "two.pdf"]);
+    assert_eq!(v[1]["size"], 2);
+    assert_eq!(
+        alice.fails(&["upload", a, b, "--title", "x"], None, 15),
+        "invalid_input"
+    );
+    assert_eq!(
+        alice.fails(&["upload", "no-such-file.pdf"], None, 15),
+        "invalid_input"
+    );
+    assert_eq!(alice.json(&["records"], None).as_array().unwrap().len(), 2);
+}

@@ -5,7 +5,7 @@ use crate::ctx::Ctx;
 use crate::error::{input, integrity};
 use crate::output::{FetchedFile, Record};
 use crate::transfer::{Expected, download_decrypted, progress, upload_encrypted};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use healthlock_common::Category;
 use healthlock_common::api::{HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, RecordInfo};
@@ -181,8 +181,8 @@ impl Upload {
         let keys = ctx.profile.keys()?;
         let patient = keys.age.to_public();
         for f in &self.files {
-            let md =
-                std::fs::metadata(f).with_context(|| format!("cannot read {}", f.display()))?;
+            let md = std::fs::metadata(f)
+                .map_err(|e| input(format!("cannot read {}: {e}", f.display())))?;
             if !md.is_file() {
                 return Err(input(format!("{} is not a regular file", f.display())));
             }
