@@ -12,6 +12,7 @@ mod commands;
 mod ctx;
 mod error;
 mod output;
+mod pin;
 mod profile;
 mod qr;
 mod secret_input;
@@ -83,8 +84,8 @@ enum Command {
     Fetch(fetch::FetchCmd),
     /// As a doctor, add a record to the patient's vault through their share.
     Attach(fetch::Attach),
-    /// Show your audit log: every access to your data, allowed or refused.
-    Audit,
+    /// Show or verify your audit log: every access to your data, allowed or refused.
+    Audit(audit::Audit),
     /// Show accesses to your data since you last looked.
     Notifications,
 }
@@ -109,7 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(c) => c.run(&ctx).await,
         Command::Fetch(c) => c.run(&ctx).await,
         Command::Attach(c) => c.run(&ctx).await,
-        Command::Audit => audit::audit(&ctx).await,
+        Command::Audit(c) => c.run(&ctx).await,
         Command::Notifications => audit::notifications(&ctx).await,
     }
 }

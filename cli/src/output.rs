@@ -15,6 +15,9 @@ pub struct Account {
     pub id: UserId,
     /// Server origin.
     pub server: String,
+    /// The server's audit key as pinned by this profile, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_key: Option<String>,
 }
 
 /// One record of `records` and `upload`.

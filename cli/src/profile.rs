@@ -21,6 +21,22 @@ pub struct Profile {
 pub struct ProfileConfig {
     /// The server this profile uses.
     pub server: Option<String>,
+    /// That server's audit key (hex), pinned on first contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_key: Option<String>,
+}
+
+/// The audit log state this device last verified.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// The server.
+    pub server: String,
+    /// Whose log.
+    pub log: UserId,
+    /// Events verified.
+    pub size: u64,
+    /// Their head, hex.
+    pub head: String,
 }
 
 /// A login session.
@@ -127,6 +143,20 @@ impl Profile {
         write_private(
             &self.dir.join("profile.json"),
             &serde_json::to_vec_pretty(config)?,
+        )
+    }
+
+    /// The audit head last verified on this device.
+    pub fn audit_head(&self) -> Result<Option<AuditHead>> {
+        self.read_json("audit-head.json")
+    }
+
+    /// Remembers a verified audit head.
+    pub fn save_audit_head(&self, head: &AuditHead) -> Result<()> {
+        self.ensure_dir()?;
+        write_private(
+            &self.dir.join("audit-head.json"),
+            &serde_json::to_vec_pretty(head)?,
         )
     }
 

@@ -1,6 +1,7 @@
 //! HTTP wire types shared by the server and the CLI. All bodies are JSON; binary fields are base64.
 //! The routes are listed in `docs/protocol.md`.
 
+use crate::audit::Checkpoint;
 use crate::descriptor::SignedDescriptor;
 use crate::encoding::serde_b64;
 use crate::kdf::KdfParams;
@@ -349,42 +350,63 @@ pub struct OpenResponse {
     pub missing: Vec<RecordId>,
     /// Until when bodies may be downloaded under this open (Unix seconds).
     pub grant_expires: u64,
+    /// The open's audit event, signed into the patient's log.
+    pub audit: AuditProof,
 }
 
-/// One audit event, as the patient reads it. Ids only: never titles or file names.
+/// One audit event as the server sends it: the hashed entry, its chain value, and the actor's
+/// name (looked up when read, outside the hash).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditEvent {
-    /// Position in the patient's log, from 1.
-    pub seq: u64,
-    /// When (Unix seconds).
-    pub time: u64,
-    /// Who acted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor: Option<UserId>,
-    /// The actor's username, resolved when the log is read.
+    /// The canonical JSON of an [`crate::audit::Entry`], exactly as hashed.
+    pub entry: String,
+    /// The chain value after this event, hex.
+    pub hash: String,
+    /// The actor's username, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_name: Option<String>,
-    /// The actor's role.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor_role: Option<Role>,
-    /// What was done, e.g. `share.open`.
-    pub action: String,
-    /// The share involved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub share: Option<ShareId>,
-    /// The record involved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<RecordId>,
-    /// Whether it was allowed.
-    pub allowed: bool,
-    /// Why it was refused (an [`ErrorCode`] name), if it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The client's address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
-    /// SHA-256 chain value over the previous hash and this event, hex.
-    pub hash: String,
+}
+
+impl AuditEvent {
+    /// The entry and hash, for verification.
+    pub fn linked(&self) -> crate::audit::LinkedEntry {
+        crate::audit::LinkedEntry {
+            entry: self.entry.clone(),
+            hash: self.hash.clone(),
+        }
+    }
+}
+
+/// `GET /v1/audit`: a page of the caller's log and a signed checkpoint of the whole log, read
+/// in one transaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Events with `seq > after`, in order.
+    pub events: Vec<AuditEvent>,
+    /// The log's size and head now, signed by the server.
+    pub checkpoint: Checkpoint,
+}
+
+/// `GET /v1/server-key`: the key that signs audit checkpoints (clients pin it on first use).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerKey {
+    /// The server's origin.
+    pub origin: String,
+    /// Ed25519 public key, hex.
+    pub key: String,
+}
+
+/// Proof, in an open response, that the open was durably audited in the patient's log before
+/// anything was released: the event, the chain value before it, and the signed checkpoint whose
+/// head is that event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditProof {
+    /// The chain value before the event, hex.
+    pub prev: String,
+    /// The open event.
+    pub event: AuditEvent,
+    /// The patient's log, ending with this event.
+    pub checkpoint: Checkpoint,
 }
 
 /// `POST /v1/notifications/ack`: mark everything up to `seq` read.

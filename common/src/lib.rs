@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod descriptor;
 pub mod encoding;
 pub mod envelope;

@@ -27,6 +27,7 @@ use tower_http::trace::TraceLayer;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/info", get(info::get))
+        .route("/v1/server-key", get(info::server_key))
         .route("/v1/auth/prelogin", post(accounts::prelogin))
         .route("/v1/auth/register", post(accounts::register))
         .route("/v1/auth/login", post(accounts::login))
@@ -66,6 +67,7 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
     let store = store::Store::open(&settings.data_dir.join("healthlock.redb"))?;
     let blobs = blobs::Blobs::open(&settings.data_dir)?;
     let prelogin_secret = store.meta_secret("prelogin")?;
+    let audit_key = ed25519_dalek::SigningKey::from_bytes(&store.meta_secret("audit_key")?);
     let dummy_phc = accounts::hash_secret(&healthlock_common::random_bytes::<32>())
         .map_err(|e| anyhow::anyhow!("{:?}", e.body))?;
     Ok(AppState(Arc::new(Inner {
@@ -76,6 +78,7 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
         challenges: Default::default(),
         grants: Default::default(),
         prelogin_secret,
+        audit_key,
         dummy_phc,
     })))
 }

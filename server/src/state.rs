@@ -28,6 +28,8 @@ pub struct Inner {
     pub grants: Mutex<HashMap<(ShareId, UserId), u64>>,
     /// Makes the stable made-up salts that prelogin gives for unknown usernames.
     pub prelogin_secret: [u8; 32],
+    /// Signs audit checkpoints; its public half is published at `/v1/server-key`.
+    pub audit_key: ed25519_dalek::SigningKey,
     /// A real Argon2id hash to verify against when the username is unknown, so a wrong username
     /// costs the same time as a wrong password.
     pub dummy_phc: String,
@@ -37,6 +39,23 @@ impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
+    }
+}
+
+impl Inner {
+    /// A signed checkpoint of `log` at `head`.
+    pub fn checkpoint(
+        &self,
+        log: &UserId,
+        head: &crate::store::AuditHead,
+    ) -> ApiResult<healthlock_common::audit::Checkpoint> {
+        Ok(healthlock_common::audit::Checkpoint::sign(
+            &self.audit_key,
+            &self.origin,
+            log,
+            head.seq,
+            &head.hash()?,
+        ))
     }
 }
 

@@ -5,7 +5,8 @@
 //! before its audit event is durable. Blobs live beside it in files (see `blobs`).
 //! The design card names sled; docs/decisions/0001-redb-over-sled.md says why redb holds the data instead.
 
-use healthlock_common::api::{AuditEvent, ErrorCode, ShareRecordKeys, ShareStatus};
+use healthlock_common::api::{ErrorCode, ShareRecordKeys, ShareStatus};
+use healthlock_common::audit::{self, Entry, LinkedEntry};
 use healthlock_common::descriptor::SignedDescriptor;
 use healthlock_common::encoding::serde_b64;
 use healthlock_common::kdf::KdfParams;
@@ -13,7 +14,6 @@ use healthlock_common::{Category, RecordId, Role, ShareId, UserId};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -30,7 +30,7 @@ const RECORDS: JsonTable = TableDefinition::new("records");
 const SHARES: JsonTable = TableDefinition::new("shares");
 /// "patient/share" → empty: the patient's shares, in key order
 const PATIENT_SHARES: JsonTable = TableDefinition::new("patient_shares");
-/// (owner, seq) → [`AuditEvent`]
+/// (owner, seq) → [`LinkedEntry`]
 const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
 /// owner → [`AuditHead`]
 const AUDIT_HEADS: JsonTable = TableDefinition::new("audit_heads");
@@ -215,10 +215,22 @@ impl ShareRow {
 }
 
 /// The newest event of an owner's audit chain.
-#[derive(Clone, Serialize, Deserialize)]
-struct AuditHead {
-    seq: u64,
-    hash: String,
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Events in the log.
+    pub seq: u64,
+    /// The chain value after the last one, hex (empty for an empty log).
+    pub hash: String,
+}
+
+impl AuditHead {
+    /// The chain value as bytes ([`audit::GENESIS`] for an empty log).
+    pub fn hash(&self) -> StoreResult<[u8; 32]> {
+        if self.seq == 0 {
+            return Ok(audit::GENESIS);
+        }
+        audit::parse_hash(&self.hash).map_err(|_| StoreError::Db("corrupt audit head".into()))
+    }
 }
 
 /// An audit event about to be appended.
@@ -361,16 +373,13 @@ impl Tx {
     }
 
     /// Appends an event to `owner`'s hash-chained log, in this transaction.
-    pub fn append_audit(&self, owner: &UserId, ev: NewEvent) -> StoreResult<AuditEvent> {
-        let head: AuditHead = self.get(AUDIT_HEADS, owner.as_str())?.unwrap_or(AuditHead {
-            seq: 0,
-            hash: "0".repeat(64),
-        });
-        let mut event = AuditEvent {
+    pub fn append_audit(&self, owner: &UserId, ev: NewEvent) -> StoreResult<Appended> {
+        let head: AuditHead = self.get(AUDIT_HEADS, owner.as_str())?.unwrap_or_default();
+        let prev = head.hash()?;
+        let entry = Entry {
             seq: head.seq + 1,
             time: self.now,
             actor: ev.actor.as_ref().map(|(id, _)| id.clone()),
-            actor_name: None,
             actor_role: ev.actor.map(|(_, r)| r),
             action: ev.action.to_owned(),
             share: ev.share,
@@ -378,34 +387,40 @@ impl Tx {
             allowed: ev.refused.is_none(),
             reason: ev.refused.map(|c| c.as_str().to_owned()),
             client: ev.client,
-            hash: String::new(),
         };
-        event.hash = chain_hash(&head.hash, &event);
+        let bytes = entry.to_bytes();
+        let hash = audit::link(&prev, &bytes);
+        let linked = LinkedEntry {
+            entry: String::from_utf8(bytes).expect("JSON is UTF-8"),
+            hash: healthlock_common::encoding::hex(&hash),
+        };
         self.txn
             .open_table(AUDIT)?
-            .insert((owner.as_str(), event.seq), encode(&event).as_slice())?;
+            .insert((owner.as_str(), entry.seq), encode(&linked).as_slice())?;
         self.put(
             AUDIT_HEADS,
             owner.as_str(),
             &AuditHead {
-                seq: event.seq,
-                hash: event.hash.clone(),
+                seq: entry.seq,
+                hash: linked.hash.clone(),
             },
         )?;
-        Ok(event)
+        Ok(Appended {
+            prev,
+            seq: entry.seq,
+            linked,
+        })
     }
 }
 
-/// `SHA-256(prev_hash_hex ‖ "\n" ‖ JSON of the event with an empty hash)`, hex.
-pub fn chain_hash(prev: &str, event: &AuditEvent) -> String {
-    let mut e = event.clone();
-    e.hash = String::new();
-    e.actor_name = None;
-    let mut h = Sha256::new();
-    h.update(prev.as_bytes());
-    h.update(b"\n");
-    h.update(encode(&e));
-    healthlock_common::encoding::hex(&h.finalize())
+/// An event just appended.
+pub struct Appended {
+    /// The chain value before it.
+    pub prev: [u8; 32],
+    /// Its position.
+    pub seq: u64,
+    /// Its entry and chain value.
+    pub linked: LinkedEntry,
 }
 
 /// The log of events that concern no account (e.g. logins with unknown usernames).
@@ -545,9 +560,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Events of `owner`'s log with `seq > after`, at most `limit`, in order.
-    pub fn audit(&self, owner: &UserId, after: u64, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+    /// Events of `owner`'s log with `seq > after`, at most `limit`, in order, and the log's head,
+    /// read in one transaction so they agree.
+    pub fn audit(
+        &self,
+        owner: &UserId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<(Vec<LinkedEntry>, AuditHead)> {
         let txn = self.db.begin_read()?;
+        let head = get_json(&txn.open_table(AUDIT_HEADS)?, owner.as_str())?.unwrap_or_default();
         let t = txn.open_table(AUDIT)?;
         let mut out = Vec::new();
         for item in
@@ -558,7 +580,36 @@ impl Store {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, head))
+    }
+
+    /// The seq just before the first event of `owner` at or after `since` (Unix seconds): a
+    /// binary search over the log, whose times never decrease, so a long log is not scanned.
+    pub fn audit_seq_before(&self, owner: &UserId, since: u64) -> StoreResult<u64> {
+        let txn = self.db.begin_read()?;
+        let size = get_json::<AuditHead>(&txn.open_table(AUDIT_HEADS)?, owner.as_str())?
+            .unwrap_or_default()
+            .seq;
+        let t = txn.open_table(AUDIT)?;
+        let (mut lo, mut hi) = (1u64, size + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let time = match t.get((owner.as_str(), mid))? {
+                Some(v) => {
+                    decode::<LinkedEntry>(v.value())?
+                        .parse()
+                        .map_err(|_| StoreError::Db("corrupt audit entry".into()))?
+                        .time
+                }
+                None => u64::MAX,
+            };
+            if time < since {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo - 1)
     }
 
     /// The highest audit seq already shown to `owner` as a notification.

@@ -66,10 +66,8 @@ fn patient_to_pharmacist_flow() {
     );
 
     // Alice sees the access in her audit log and as a notification, once.
-    let audit = alice.json(&["audit"], None);
+    let audit = alice.json_lines(&["audit"], None);
     let opened = audit
-        .as_array()
-        .unwrap()
         .iter()
         .find(|e| e["action"] == "share.open")
         .expect("share.open event");
@@ -78,8 +76,6 @@ fn patient_to_pharmacist_flow() {
     assert_eq!(opened["allowed"], true);
     assert!(
         audit
-            .as_array()
-            .unwrap()
             .iter()
             .any(|e| e["action"] == "share.fetch" && e["record"] == rx_id.as_str())
     );

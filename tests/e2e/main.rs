@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server binary on loopback, the real CLI as several users.
 
+mod audit;
 mod flow;
 mod hostile;
 mod qr;

@@ -26,9 +26,7 @@ fn world() -> World {
 
 fn refusals_in_audit(alice: &User) -> Vec<String> {
     alice
-        .json(&["audit"], None)
-        .as_array()
-        .unwrap()
+        .json_lines(&["audit"], None)
         .iter()
         .filter(|e| e["allowed"] == false)
         .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())

@@ -259,6 +259,17 @@ impl User {
         self.ok(&all, stdin).json()
     }
 
+    /// Runs the CLI with `--json`, asserts success and parses each stdout line as JSON.
+    pub fn json_lines(&self, args: &[&str], stdin: Option<&str>) -> Vec<serde_json::Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let r = self.ok(&all, stdin);
+        r.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
     /// Runs the CLI with `--json`, asserts failure with `exit` and returns the error code.
     pub fn fails(&self, args: &[&str], stdin: Option<&str>, exit: i32) -> String {
         let mut all = vec!["--json"];
@@ -338,6 +349,19 @@ impl User {
 /// SHA-256 of a file's contents, hex.
 pub fn sha256_file(path: &Path) -> String {
     healthlock_common::encoding::sha256_hex(&std::fs::read(path).expect("read file"))
+}
+
+/// Copies a directory tree (a server's data directory, while the server is stopped).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("copy file");
+        }
+    }
 }
 
 /// Every file below `dir`, recursively.

@@ -11,6 +11,7 @@ use healthlock_common::Role;
 use healthlock_common::api::{
     LoginRequest, LoginResponse, PreloginRequest, PreloginResponse, RegisterRequest, UserInfo,
 };
+use healthlock_common::encoding::hex;
 use healthlock_common::kdf::{KdfParams, MasterKey, derive_master_key};
 use healthlock_common::keys::AccountKeys;
 use zeroize::Zeroizing;
@@ -76,14 +77,20 @@ fn save(ctx: &Ctx, server: &str, resp: &LoginResponse, keys: &AccountKeys) -> Re
         age_recipient: resp.user.age_recipient.clone(),
     };
     ctx.profile.save_login(&session, keys)?;
-    ctx.profile.save_config(&ProfileConfig {
-        server: Some(server.to_owned()),
-    })?;
+    let mut config = ctx.profile.config()?;
+    if config.server.as_deref() != Some(server) {
+        config = ProfileConfig {
+            server: Some(server.to_owned()),
+            server_key: None,
+        };
+    }
+    ctx.profile.save_config(&config)?;
     Ok(Account {
         username: session.username,
         role: session.role,
         id: session.user_id,
         server: session.server,
+        server_key: None,
     })
 }
 
@@ -125,7 +132,8 @@ impl Register {
             wrapped_keys: keys.wrap(&master.wrap_identity()),
         };
         let resp: LoginResponse = api.post("/v1/auth/register", &req).await?;
-        let account = save(ctx, &api.base, &resp, &keys)?;
+        let mut account = save(ctx, &api.base, &resp, &keys)?;
+        account.server_key = Some(hex(crate::pin::server_key(ctx, &api).await?.as_bytes()));
         ctx.output(&account, || {
             format!(
                 "Registered {} as a {} at {}; you are logged in.",
@@ -165,7 +173,8 @@ impl Login {
         if keys.recipient() != resp.user.age_recipient {
             return Err(integrity("the server returned keys of another account"));
         }
-        let account = save(ctx, &api.base, &resp, &keys)?;
+        let mut account = save(ctx, &api.base, &resp, &keys)?;
+        account.server_key = Some(hex(crate::pin::server_key(ctx, &api).await?.as_bytes()));
         ctx.output(&account, || {
             format!(
                 "Logged in as {} ({}) at {}.",
@@ -197,20 +206,23 @@ pub async fn logout(ctx: &Ctx) -> Result<()> {
 pub async fn whoami(ctx: &Ctx) -> Result<()> {
     let (api, session) = ctx.authed()?;
     let me: UserInfo = api.get("/v1/me").await?;
+    let key = hex(crate::pin::server_key(ctx, &api).await?.as_bytes());
     let account = Account {
         username: me.username,
         role: me.role,
         id: me.id,
         server: session.server,
+        server_key: Some(key.clone()),
     };
     ctx.output(&account, || {
         format!(
-            "{} ({}) at {}\naccount id {}\nsession ends {}",
+            "{} ({}) at {}\naccount id {}\nsession ends {}\nserver audit key {} (pinned)",
             account.username,
             account.role,
             account.server,
             account.id,
-            healthlock_common::time::relative(session.expires)
+            healthlock_common::time::relative(session.expires),
+            key
         )
     })
 }

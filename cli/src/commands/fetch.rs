@@ -10,14 +10,15 @@ use crate::transfer::{Expected, download_decrypted, progress, upload_encrypted};
 use anyhow::Result;
 use clap::Args;
 use healthlock_common::api::{
-    Challenge, ErrorCode, HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, OpenRequest, OpenResponse,
-    RecordInfo,
+    AuditProof, Challenge, ErrorCode, HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, OpenRequest,
+    OpenResponse, RecordInfo,
 };
+use healthlock_common::audit;
 use healthlock_common::descriptor::{DescriptorEntry, ShareDescriptor};
-use healthlock_common::encoding::{b64, sha256_hex};
+use healthlock_common::encoding::{b64, hex, sha256_hex};
 use healthlock_common::envelope::{RecordKey, RecordMeta};
 use healthlock_common::token::{ShareSecret, normalize_origin, parse_link_or_token};
-use healthlock_common::{Category, Role, keys};
+use healthlock_common::{Category, Role, UserId, keys};
 use reqwest::Method;
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -181,6 +182,8 @@ async fn open_share(ctx: &Ctx, link: &str, passcode_stdin: bool) -> Result<Opene
         seen.insert(w.clone());
     }
     seen.extend(resp.missing.iter().cloned());
+    let key = crate::pin::server_key(ctx, &api).await?;
+    check_audit_proof(&resp.audit, &key, &server, &descriptor, &session.user_id)?;
     if descriptor.records.iter().any(|e| !seen.contains(&e.id)) {
         return Err(integrity(
             "the server left out records of the share without saying why",
@@ -192,6 +195,48 @@ async fn open_share(ctx: &Ctx, link: &str, passcode_stdin: bool) -> Result<Opene
         descriptor,
         resp,
     })
+}
+
+/// Checks that the open was durably audited in the patient's log before anything is released:
+/// the event is this open, it links to the chain, and the checkpoint ending in it is signed by
+/// the server key this profile pinned.
+fn check_audit_proof(
+    proof: &AuditProof,
+    key: &ed25519_dalek::VerifyingKey,
+    origin: &str,
+    descriptor: &ShareDescriptor,
+    me: &UserId,
+) -> Result<()> {
+    let bad = |why: &str| {
+        integrity(format!(
+            "the server's proof that this access was audited {why}"
+        ))
+    };
+    let cp = &proof.checkpoint;
+    cp.verify(key)
+        .map_err(|_| bad("is not signed by the pinned server key"))?;
+    if cp.origin != origin || cp.log != descriptor.patient {
+        return Err(bad("is for another log"));
+    }
+    let prev = audit::parse_hash(&proof.prev).map_err(|_| bad("is malformed"))?;
+    let hash = hex(&audit::link(&prev, proof.event.entry.as_bytes()));
+    if hash != proof.event.hash || hash != cp.head {
+        return Err(bad("does not add up"));
+    }
+    let e = proof
+        .event
+        .linked()
+        .parse()
+        .map_err(|_| bad("is malformed"))?;
+    let this_open = e.seq == cp.size
+        && e.action == "share.open"
+        && e.allowed
+        && e.share.as_ref() == Some(&descriptor.share_id)
+        && e.actor.as_ref() == Some(me);
+    if !this_open {
+        return Err(bad("describes another event"));
+    }
+    Ok(())
 }
 
 /// Picks a file name not yet used in this fetch.
@@ -263,6 +308,10 @@ impl FetchCmd {
         });
         let _ = std::fs::remove_dir_all(&stage);
         let files = moved?;
+        // Make the renames durable before saying the files are there.
+        if let Ok(dir) = std::fs::File::open(&self.output) {
+            let _ = dir.sync_all();
+        }
         let out = Fetch {
             share: share_id,
             files,

@@ -1,4 +1,5 @@
-//! The caller's own audit log and notifications (accesses by others, not yet shown).
+//! The caller's own audit log with a signed checkpoint, and notifications (accesses by others,
+//! not yet acknowledged).
 
 use crate::auth::Caller;
 use crate::error::ApiResult;
@@ -7,7 +8,9 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use healthlock_common::api::{AckRequest, AuditEvent};
+use healthlock_common::UserId;
+use healthlock_common::api::{AckRequest, AuditEvent, AuditPage};
+use healthlock_common::audit::LinkedEntry;
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -17,6 +20,9 @@ pub struct Page {
     /// Only events with a greater sequence number.
     #[serde(default)]
     after: u64,
+    /// Only events at or after this time (Unix seconds); found by binary search.
+    #[serde(default)]
+    since: Option<u64>,
     /// At most this many (capped at 10,000).
     #[serde(default = "default_limit")]
     limit: usize,
@@ -26,41 +32,65 @@ fn default_limit() -> usize {
     1000
 }
 
-/// Fills in actor names, looked up once per actor.
-fn with_names(state: &AppState, mut events: Vec<AuditEvent>) -> Vec<AuditEvent> {
-    let mut names: HashMap<_, Option<String>> = HashMap::new();
-    for e in &mut events {
-        if let Some(actor) = &e.actor {
-            e.actor_name = names
-                .entry(actor.clone())
-                .or_insert_with(|| {
-                    state
-                        .store
-                        .user_by_id(actor)
-                        .ok()
-                        .flatten()
-                        .map(|u| u.username)
-                })
-                .clone();
-        }
-    }
-    events
+/// Adds actor names (looked up once per actor; names are outside the hashed entry).
+fn with_names(state: &AppState, linked: Vec<(LinkedEntry, Option<UserId>)>) -> Vec<AuditEvent> {
+    let mut names: HashMap<UserId, Option<String>> = HashMap::new();
+    linked
+        .into_iter()
+        .map(|(l, actor)| {
+            let actor_name = actor.and_then(|a| {
+                names
+                    .entry(a.clone())
+                    .or_insert_with(|| {
+                        state
+                            .store
+                            .user_by_id(&a)
+                            .ok()
+                            .flatten()
+                            .map(|u| u.username)
+                    })
+                    .clone()
+            });
+            AuditEvent {
+                entry: l.entry,
+                hash: l.hash,
+                actor_name,
+            }
+        })
+        .collect()
 }
 
-/// `GET /v1/audit?after=N&limit=M`: the caller's log, in order.
+fn actor_of(l: &LinkedEntry) -> Option<UserId> {
+    l.parse().ok().and_then(|e| e.actor)
+}
+
+/// `GET /v1/audit?after=N&since=T&limit=M`: a page of the caller's log and a signed checkpoint.
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     AppQuery(page): AppQuery<Page>,
-) -> ApiResult<Json<Vec<AuditEvent>>> {
+) -> ApiResult<Json<AuditPage>> {
     let (s, me) = (state.clone(), caller.user.id.clone());
     let limit = page.limit.clamp(1, 10_000);
-    let events = state
-        .blocking(move |_| -> ApiResult<_> {
-            Ok(with_names(&s, s.store.audit(&me, page.after, limit)?))
+    let out = state
+        .blocking(move |_| -> ApiResult<AuditPage> {
+            let after = match page.since {
+                Some(t) => page.after.max(s.store.audit_seq_before(&me, t)?),
+                None => page.after,
+            };
+            let (events, head) = s.store.audit(&me, after, limit)?;
+            let checkpoint = s.checkpoint(&me, &head)?;
+            let events = events.into_iter().map(|l| {
+                let a = actor_of(&l);
+                (l, a)
+            });
+            Ok(AuditPage {
+                events: with_names(&s, events.collect()),
+                checkpoint,
+            })
         })
         .await??;
-    Ok(Json(events))
+    Ok(Json(out))
 }
 
 /// `GET /v1/notifications`: accesses by others that were not yet acknowledged.
@@ -71,14 +101,16 @@ pub async fn notifications(
     let (s, me) = (state.clone(), caller.user.id.clone());
     let events = state
         .blocking(move |_| -> ApiResult<_> {
-            let cursor = s.store.notify_cursor(&me)?;
+            let mut after = s.store.notify_cursor(&me)?;
             let mut out = Vec::new();
-            let mut after = cursor;
             loop {
-                let page = s.store.audit(&me, after, 1000)?;
+                let (page, _) = s.store.audit(&me, after, 1000)?;
                 let Some(last) = page.last() else { break };
-                after = last.seq;
-                out.extend(page.into_iter().filter(|e| e.actor.as_ref() != Some(&me)));
+                after = last.parse().map(|e| e.seq).unwrap_or(u64::MAX);
+                out.extend(page.into_iter().filter_map(|l| {
+                    let actor = actor_of(&l);
+                    (actor.as_ref() != Some(&me)).then_some((l, actor))
+                }));
                 if out.len() >= 1000 {
                     break;
                 }

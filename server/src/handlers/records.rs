@@ -206,7 +206,8 @@ pub async fn body(
 }
 
 /// `DELETE /v1/records/{id}`: removes the record, its body file and every copy of its key in
-/// shares, so nothing left on the server can decrypt it. The audit log keeps its id.
+/// shares. (A plain delete, not a secure erase: see docs/threat-model.md.) The audit log keeps
+/// its id.
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -12,15 +12,15 @@ use crate::extract::{AppJson, path_id};
 use crate::handlers::accounts::{hash_secret, verify_secret};
 use crate::handlers::records::{store_upload, stream_blob};
 use crate::state::AppState;
-use crate::store::{PASSCODE_LOCK_AT, ShareRecord, ShareRow, Tx};
+use crate::store::{Appended, AuditHead, PASSCODE_LOCK_AT, ShareRecord, ShareRow, Tx};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use healthlock_common::api::{
-    Challenge, CreateShareRequest, ErrorCode, OpenRequest, OpenResponse, RecordInfo, ShareInfo,
-    ShareStatus,
+    AuditEvent, AuditProof, Challenge, CreateShareRequest, ErrorCode, OpenRequest, OpenResponse,
+    RecordInfo, ShareInfo, ShareStatus,
 };
 use healthlock_common::encoding::sha256_hex;
 use healthlock_common::envelope::MAX_SMALL_AGE_FILE;
@@ -275,7 +275,7 @@ pub async fn challenge(
 /// The outcome of the first open transaction.
 enum Step {
     /// Opened: the use is counted and audited.
-    Opened(ShareRow),
+    Opened(Box<(ShareRow, Appended)>),
     /// A passcode attempt was reserved (counted as wrong until proven right); verify it.
     Verify(String),
 }
@@ -307,11 +307,11 @@ fn grant(
 ) -> crate::store::StoreResult<ApiResult<Step>> {
     row.uses += 1;
     tx.put_share(&row)?;
-    tx.append_audit(
+    let appended = tx.append_audit(
         &row.patient,
         caller.event("share.open", Some(row.id.clone()), None, None),
     )?;
-    Ok(Ok(Step::Opened(row)))
+    Ok(Ok(Step::Opened(Box::new((row, appended)))))
 }
 
 /// `POST /v1/shares/{id}/open`: proves possession and, if everything allows it, counts a use
@@ -411,8 +411,8 @@ pub async fn open(
         })
         .await??;
 
-    let row = match step {
-        Step::Opened(row) => row,
+    let (row, appended) = match step {
+        Step::Opened(opened) => *opened,
         Step::Verify(phc) => {
             let proof = req.passcode_proof.unwrap_or_default();
             let correct = state.blocking(move |_| verify_secret(&proof, &phc)).await?;
@@ -439,7 +439,7 @@ pub async fn open(
                 })
                 .await??;
             match step {
-                Step::Opened(row) => row,
+                Step::Opened(opened) => *opened,
                 Step::Verify(_) => unreachable!("the second step never asks to verify"),
             }
         }
@@ -462,12 +462,30 @@ pub async fn open(
                 .collect()
         })
         .await??;
+    // The provider's CLI checks this before writing anything: the open is durably in the
+    // patient's log, under a checkpoint signed by this server.
+    let checkpoint = state.checkpoint(
+        &row.patient,
+        &AuditHead {
+            seq: appended.seq,
+            hash: appended.linked.hash.clone(),
+        },
+    )?;
     let mut resp = OpenResponse {
         descriptor: row.descriptor.clone(),
         records: Vec::new(),
         withheld: Vec::new(),
         missing: Vec::new(),
         grant_expires,
+        audit: AuditProof {
+            prev: healthlock_common::encoding::hex(&appended.prev),
+            event: AuditEvent {
+                entry: appended.linked.entry,
+                hash: appended.linked.hash,
+                actor_name: Some(caller.user.username.clone()),
+            },
+            checkpoint,
+        },
     };
     for (r, exists) in row.records.into_iter().zip(existing) {
         if !role.may_read(r.category) {

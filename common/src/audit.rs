@@ -1,0 +1,456 @@
+//! The audit log's tamper evidence.
+//!
+//! Each account's log is a hash chain: event `n` is stored as its canonical JSON bytes `E_n`
+//! (an [`Entry`]) and `h_n = SHA-256("healthlock/v1/audit-link\n" ‖ h_{n-1} ‖ E_n)`, with
+//! `h_0` = 32 zero bytes. The server signs the head as a checkpoint with its Ed25519 key:
+//!
+//! ```text
+//! healthlock/v1/audit-checkpoint
+//! <origin>
+//! <log: the account id>
+//! <size: number of events>
+//! <head: h_size in hex>
+//! ```
+//!
+//! A client that pinned the server's key and remembers the last head it verified accepts a new
+//! checkpoint only if the new events link from that head to the new one ([`verify_extension`]),
+//! so an altered, removed or reordered event, a rolled-back log and a forked history all fail.
+//! Verifiers hash the entry bytes exactly as received: no re-serialization is involved.
+
+use crate::encoding::{hex, serde_b64, unhex};
+use crate::{CryptoError, RecordId, Role, ShareId, UserId};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The head of an empty log.
+pub const GENESIS: [u8; 32] = [0u8; 32];
+
+/// What one event records. Ids only — never titles or file names — so deleting a record keeps
+/// the chain verifiable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When (Unix seconds).
+    pub time: u64,
+    /// Who acted (absent when unknown, e.g. a failed login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<UserId>,
+    /// The actor's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_role: Option<Role>,
+    /// What was done, e.g. `share.open`.
+    pub action: String,
+    /// The share involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<ShareId>,
+    /// The record involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordId>,
+    /// Whether it was allowed.
+    pub allowed: bool,
+    /// Why it was refused (an error code name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+impl Entry {
+    /// The canonical bytes that are hashed and stored.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("entries serialize")
+    }
+}
+
+/// `h_n` from `h_{n-1}` and the entry's bytes.
+pub fn link(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"healthlock/v1/audit-link\n");
+    h.update(prev);
+    h.update(entry);
+    h.finalize().into()
+}
+
+/// Parses a 32-byte hash from hex.
+pub fn parse_hash(s: &str) -> Result<[u8; 32], CryptoError> {
+    unhex(s, "hash")?
+        .try_into()
+        .map_err(|_| CryptoError::Encoding("hash"))
+}
+
+/// A signed statement of a log's size and head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The server's origin.
+    pub origin: String,
+    /// Whose log.
+    pub log: UserId,
+    /// How many events it holds.
+    pub size: u64,
+    /// `h_size`, hex.
+    pub head: String,
+    /// Ed25519 signature by the server over [`Checkpoint::text`].
+    #[serde(with = "serde_b64")]
+    pub signature: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// The signed text.
+    pub fn text(origin: &str, log: &UserId, size: u64, head: &str) -> String {
+        format!("healthlock/v1/audit-checkpoint\n{origin}\n{log}\n{size}\n{head}\n")
+    }
+
+    /// Signs a checkpoint.
+    pub fn sign(key: &SigningKey, origin: &str, log: &UserId, size: u64, head: &[u8; 32]) -> Self {
+        let head = hex(head);
+        let signature = key
+            .sign(Self::text(origin, log, size, &head).as_bytes())
+            .to_bytes()
+            .to_vec();
+        Self {
+            origin: origin.to_owned(),
+            log: log.clone(),
+            size,
+            head,
+            signature,
+        }
+    }
+
+    /// Checks the signature with the pinned server key.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), CryptoError> {
+        let sig = Signature::from_slice(&self.signature).map_err(|_| CryptoError::BadSignature)?;
+        key.verify_strict(
+            Self::text(&self.origin, &self.log, self.size, &self.head).as_bytes(),
+            &sig,
+        )
+        .map_err(|_| CryptoError::BadSignature)
+    }
+}
+
+/// One event as the server sends it: the entry's exact bytes and the chain value after it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkedEntry {
+    /// The canonical JSON of an [`Entry`], as hashed.
+    pub entry: String,
+    /// `h_seq`, hex.
+    pub hash: String,
+}
+
+impl LinkedEntry {
+    /// Parses the entry.
+    pub fn parse(&self) -> Result<Entry, CryptoError> {
+        serde_json::from_str(&self.entry).map_err(|_| CryptoError::Encoding("audit entry"))
+    }
+}
+
+/// What a verifier remembers: the size and head it last accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Events verified.
+    pub size: u64,
+    /// Their head.
+    pub head: [u8; 32],
+}
+
+impl Default for Verified {
+    fn default() -> Self {
+        Self {
+            size: 0,
+            head: GENESIS,
+        }
+    }
+}
+
+/// Why a log does not verify.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The checkpoint's signature is not the pinned server's.
+    #[error("the checkpoint is not signed by this server's pinned key")]
+    BadSignature,
+    /// The checkpoint is for another server or log.
+    #[error("the checkpoint is for another server or account")]
+    WrongLog,
+    /// The log is shorter than one already verified.
+    #[error(
+        "the log was rolled back: {had} events were verified before, the server now shows {now}"
+    )]
+    RolledBack {
+        /// Size verified before.
+        had: u64,
+        /// Size now.
+        now: u64,
+    },
+    /// An event is missing or out of order.
+    #[error("event {got} came where event {expected} belongs: events were removed or reordered")]
+    Gap {
+        /// The expected seq.
+        expected: u64,
+        /// The seq received.
+        got: u64,
+    },
+    /// An event's bytes do not produce its hash.
+    #[error("event {seq} was altered: it does not hash to its chain value")]
+    Altered {
+        /// Which.
+        seq: u64,
+    },
+    /// The new events do not extend the history verified before.
+    #[error(
+        "the log forked: it no longer extends the history this device verified (at event {at})"
+    )]
+    Forked {
+        /// The verified size where the histories part.
+        at: u64,
+    },
+    /// The events do not add up to the signed checkpoint.
+    #[error("the events do not match the signed checkpoint")]
+    Mismatch,
+    /// An entry is not readable.
+    #[error("an audit entry is malformed")]
+    Malformed,
+}
+
+/// Checks, event by event, that a log extends what was verified before; memory stays constant
+/// however long the log is.
+pub struct Verifier {
+    from: Verified,
+    state: Verified,
+}
+
+impl Verifier {
+    /// Starts from what was verified before ([`Verified::default`] the first time).
+    pub fn new(from: Verified) -> Self {
+        Self { from, state: from }
+    }
+
+    /// Where verification stands.
+    pub fn state(&self) -> Verified {
+        self.state
+    }
+
+    /// Checks the next event (they must come in order, starting after `from.size`).
+    pub fn feed(&mut self, e: &LinkedEntry) -> Result<Entry, AuditError> {
+        let entry = e.parse().map_err(|_| AuditError::Malformed)?;
+        if entry.seq != self.state.size + 1 {
+            return Err(AuditError::Gap {
+                expected: self.state.size + 1,
+                got: entry.seq,
+            });
+        }
+        let claimed = parse_hash(&e.hash).map_err(|_| AuditError::Malformed)?;
+        let h = link(&self.state.head, e.entry.as_bytes());
+        if h != claimed {
+            // The first new event not linking to the remembered head means another history.
+            return Err(if self.state == self.from && self.from.size > 0 {
+                AuditError::Forked { at: self.from.size }
+            } else {
+                AuditError::Altered { seq: entry.seq }
+            });
+        }
+        self.state = Verified {
+            size: entry.seq,
+            head: h,
+        };
+        Ok(entry)
+    }
+
+    /// Checks that the events fed add up to `checkpoint`, signed by `key` for `origin` and `log`.
+    pub fn finish(
+        self,
+        checkpoint: &Checkpoint,
+        key: &VerifyingKey,
+        origin: &str,
+        log: &UserId,
+    ) -> Result<Verified, AuditError> {
+        checkpoint
+            .verify(key)
+            .map_err(|_| AuditError::BadSignature)?;
+        if checkpoint.origin != origin || &checkpoint.log != log {
+            return Err(AuditError::WrongLog);
+        }
+        if checkpoint.size < self.from.size {
+            return Err(AuditError::RolledBack {
+                had: self.from.size,
+                now: checkpoint.size,
+            });
+        }
+        let head = parse_hash(&checkpoint.head).map_err(|_| AuditError::Malformed)?;
+        if self.state.size != checkpoint.size {
+            return Err(AuditError::Mismatch);
+        }
+        if self.state.head != head {
+            return Err(if self.state == self.from && self.from.size > 0 {
+                AuditError::Forked { at: self.from.size }
+            } else {
+                AuditError::Mismatch
+            });
+        }
+        Ok(self.state)
+    }
+}
+
+/// Checks that `events` (those after `from.size`, in order) extend `from` to `checkpoint`,
+/// signed by `key` for `origin` and `log`. Returns the new verified state.
+pub fn verify_extension(
+    from: Verified,
+    events: &[LinkedEntry],
+    checkpoint: &Checkpoint,
+    key: &VerifyingKey,
+    origin: &str,
+    log: &UserId,
+) -> Result<Verified, AuditError> {
+    let mut v = Verifier::new(from);
+    for e in events {
+        v.feed(e)?;
+    }
+    v.finish(checkpoint, key, origin, log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_of(n: u64) -> (Vec<LinkedEntry>, [u8; 32]) {
+        let mut head = GENESIS;
+        let mut out = Vec::new();
+        for seq in 1..=n {
+            let entry = Entry {
+                seq,
+                time: 1_000 + seq,
+                actor: None,
+                actor_role: Some(Role::Doctor),
+                action: "share.open".into(),
+                share: None,
+                record: None,
+                allowed: seq % 2 == 0,
+                reason: None,
+                client: None,
+            }
+            .to_bytes();
+            head = link(&head, &entry);
+            out.push(LinkedEntry {
+                entry: String::from_utf8(entry).unwrap(),
+                hash: hex(&head),
+            });
+        }
+        (out, head)
+    }
+
+    struct Fixture {
+        key: SigningKey,
+        log: UserId,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                key: SigningKey::from_bytes(&[9u8; 32]),
+                log: UserId::from_bytes(&[1u8; 16]),
+            }
+        }
+        fn cp(&self, size: u64, head: &[u8; 32]) -> Checkpoint {
+            Checkpoint::sign(&self.key, "http://h", &self.log, size, head)
+        }
+        fn verify(
+            &self,
+            from: Verified,
+            ev: &[LinkedEntry],
+            cp: &Checkpoint,
+        ) -> Result<Verified, AuditError> {
+            verify_extension(
+                from,
+                ev,
+                cp,
+                &self.key.verifying_key(),
+                "http://h",
+                &self.log,
+            )
+        }
+    }
+
+    #[test]
+    fn honest_logs_verify_in_steps() {
+        let f = Fixture::new();
+        let (events, head) = log_of(5);
+        let (_, head3) = log_of(3);
+        let mid = f
+            .verify(Verified::default(), &events[..3], &f.cp(3, &head3))
+            .unwrap();
+        let end = f.verify(mid, &events[3..], &f.cp(5, &head)).unwrap();
+        assert_eq!(end, Verified { size: 5, head });
+        assert_eq!(f.verify(end, &[], &f.cp(5, &head)).unwrap(), end);
+    }
+
+    #[test]
+    fn every_tamper_is_named() {
+        let f = Fixture::new();
+        let (events, head) = log_of(4);
+        let cp = f.cp(4, &head);
+
+        let mut altered = events.clone();
+        altered[1].entry = altered[1]
+            .entry
+            .replace("\"allowed\":true", "\"allowed\":false");
+        assert_eq!(
+            f.verify(Verified::default(), &altered, &cp),
+            Err(AuditError::Altered { seq: 2 })
+        );
+
+        let mut removed = events.clone();
+        removed.remove(1);
+        assert_eq!(
+            f.verify(Verified::default(), &removed, &cp),
+            Err(AuditError::Gap {
+                expected: 2,
+                got: 3
+            })
+        );
+
+        let mut reordered = events.clone();
+        reordered.swap(1, 2);
+        assert!(matches!(
+            f.verify(Verified::default(), &reordered, &cp),
+            Err(AuditError::Gap { .. })
+        ));
+
+        let verified = Verified { size: 4, head };
+        let (_, head2) = log_of(2);
+        assert_eq!(
+            f.verify(verified, &[], &f.cp(2, &head2)),
+            Err(AuditError::RolledBack { had: 4, now: 2 })
+        );
+
+        // Another history of the same length, or longer, is a fork.
+        let other = Verified {
+            size: 4,
+            head: [7u8; 32],
+        };
+        assert_eq!(f.verify(other, &[], &cp), Err(AuditError::Forked { at: 4 }));
+        let (longer, head6) = log_of(6);
+        assert_eq!(
+            f.verify(other, &longer[4..], &f.cp(6, &head6)),
+            Err(AuditError::Forked { at: 4 })
+        );
+
+        let forged = Checkpoint::sign(
+            &SigningKey::from_bytes(&[8u8; 32]),
+            "http://h",
+            &f.log,
+            4,
+            &head,
+        );
+        assert_eq!(
+            f.verify(Verified::default(), &events, &forged),
+            Err(AuditError::BadSignature)
+        );
+        assert_eq!(
+            f.verify(Verified::default(), &events[..3], &cp),
+            Err(AuditError::Mismatch)
+        );
+    }
+}
