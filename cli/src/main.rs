@@ -86,8 +86,8 @@ enum Command {
     Attach(fetch::Attach),
     /// Show or verify your audit log: every access to your data, allowed or refused.
     Audit(audit::Audit),
-    /// Show accesses to your data since you last looked.
-    Notifications,
+    /// Show accesses to your data since you last looked, or --watch them live.
+    Notifications(audit::Notifications),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -111,7 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(c) => c.run(&ctx).await,
         Command::Attach(c) => c.run(&ctx).await,
         Command::Audit(c) => c.run(&ctx).await,
-        Command::Notifications => audit::notifications(&ctx).await,
+        Command::Notifications(c) => c.run(&ctx).await,
     }
 }
 

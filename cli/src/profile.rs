@@ -26,6 +26,17 @@ pub struct ProfileConfig {
     pub server_key: Option<String>,
 }
 
+/// The last access `notifications --watch` showed.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WatchCursor {
+    /// The server.
+    pub server: String,
+    /// Whose log.
+    pub log: UserId,
+    /// The event's seq.
+    pub seq: u64,
+}
+
 /// The audit log state this device last verified.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct AuditHead {
@@ -157,6 +168,20 @@ impl Profile {
         write_private(
             &self.dir.join("audit-head.json"),
             &serde_json::to_vec_pretty(head)?,
+        )
+    }
+
+    /// Where `notifications --watch` left off.
+    pub fn watch_cursor(&self) -> Result<Option<WatchCursor>> {
+        self.read_json("watch-cursor.json")
+    }
+
+    /// Remembers where `notifications --watch` left off.
+    pub fn save_watch_cursor(&self, cursor: &WatchCursor) -> Result<()> {
+        self.ensure_dir()?;
+        write_private(
+            &self.dir.join("watch-cursor.json"),
+            &serde_json::to_vec(cursor)?,
         )
     }
 

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/v1/notifications", get(audit::notifications))
         .route("/v1/notifications/ack", post(audit::ack))
+        .route("/v1/notifications/stream", get(audit::stream))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
         // The span names the route pattern, never the raw path or query.
@@ -79,6 +80,8 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
         grants: Default::default(),
         prelogin_secret,
         audit_key,
+        changes: tokio::sync::watch::Sender::new(0),
+        closing: tokio::sync::watch::Sender::new(false),
         dummy_phc,
     })))
 }
@@ -97,11 +100,16 @@ pub async fn serve(
     let state = open_state(settings, origin.clone())?;
     tracing::info!(%origin, "healthlock-server listening");
     eprintln!("healthlock-server listening on {origin} (bound to {addr})");
+    let closing = state.closing.clone();
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // End the notification streams, or graceful shutdown would wait for them forever.
+        closing.send_replace(true);
+    })
     .await?;
     Ok(())
 }

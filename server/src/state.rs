@@ -28,6 +28,10 @@ pub struct Inner {
     pub grants: Mutex<HashMap<(ShareId, UserId), u64>>,
     /// Makes the stable made-up salts that prelogin gives for unknown usernames.
     pub prelogin_secret: [u8; 32],
+    /// Bumped after every committed write, so notification streams wake up and re-read the log.
+    pub changes: tokio::sync::watch::Sender<u64>,
+    /// Set when the server shuts down, so long-lived streams end and shutdown can finish.
+    pub closing: tokio::sync::watch::Sender<bool>,
     /// Signs audit checkpoints; its public half is published at `/v1/server-key`.
     pub audit_key: ed25519_dalek::SigningKey,
     /// A real Argon2id hash to verify against when the username is unknown, so a wrong username
@@ -77,6 +81,8 @@ impl AppState {
         f: impl FnOnce(&Tx) -> StoreResult<R> + Send + 'static,
     ) -> ApiResult<R> {
         let now = healthlock_common::time::now();
-        Ok(self.blocking(move |s| s.store.write(now, f)).await??)
+        let out = self.blocking(move |s| s.store.write(now, f)).await??;
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(out)
     }
 }

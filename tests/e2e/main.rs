@@ -3,6 +3,7 @@
 mod audit;
 mod flow;
 mod hostile;
+mod notify;
 mod qr;
 mod refusals;
 mod tamper;

@@ -233,21 +233,152 @@ async fn verify(ctx: &Ctx, full: bool) -> Result<()> {
     })
 }
 
-/// Shows accesses by others since you last looked, and marks them seen.
-pub async fn notifications(ctx: &Ctx) -> Result<()> {
-    let (api, _) = ctx.authed()?;
-    let events: Vec<AuditEvent> = api.get("/v1/notifications").await?;
-    let lines = events.iter().map(Line::new).collect::<Result<Vec<_>>>()?;
-    ctx.output(&lines, || {
-        if lines.is_empty() {
-            "No new accesses.".into()
-        } else {
-            lines.iter().map(Line::human).collect::<Vec<_>>().join("\n")
+/// Show accesses to your data by others since you last looked (and mark them seen), or watch
+/// for them live.
+#[derive(Args)]
+pub struct Notifications {
+    /// Keep watching and print each access as it happens (one JSON line each with --json).
+    /// Reconnects by itself and resumes where it left off, with nothing missed or repeated.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: run this shell command for each access; the event's JSON is on its stdin
+    /// and in HEALTHLOCK_EVENT, and its output goes to stderr.
+    #[arg(long, requires = "watch")]
+    exec: Option<String>,
+}
+
+impl Notifications {
+    /// Runs the command.
+    pub async fn run(self, ctx: &Ctx) -> Result<()> {
+        if self.watch {
+            return watch(ctx, self.exec.as_deref()).await;
         }
-    })?;
-    if let Some(last) = lines.last() {
-        api.post_empty("/v1/notifications/ack", &AckRequest { seq: last.seq })
-            .await?;
+        let (api, _) = ctx.authed()?;
+        let events: Vec<AuditEvent> = api.get("/v1/notifications").await?;
+        let lines = events.iter().map(Line::new).collect::<Result<Vec<_>>>()?;
+        ctx.output(&lines, || {
+            if lines.is_empty() {
+                "No new accesses.".into()
+            } else {
+                lines.iter().map(Line::human).collect::<Vec<_>>().join("\n")
+            }
+        })?;
+        if let Some(last) = lines.last() {
+            api.post_empty("/v1/notifications/ack", &AckRequest { seq: last.seq })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Follows `/v1/notifications/stream`, reconnecting with `Last-Event-ID` after any drop.
+async fn watch(ctx: &Ctx, exec: Option<&str>) -> Result<()> {
+    use futures_util::StreamExt;
+    let (api, session) = ctx.authed()?;
+    let mut last = ctx
+        .profile
+        .watch_cursor()?
+        .filter(|c| c.server == session.server && c.log == session.user_id)
+        .map(|c| c.seq);
+    let mut backoff = std::time::Duration::from_millis(250);
+    loop {
+        let mut rb = api
+            .request(reqwest::Method::GET, "/v1/notifications/stream")
+            .header("accept", "text/event-stream");
+        if let Some(id) = last {
+            rb = rb.header("last-event-id", id.to_string());
+        }
+        let resp = match api.send(rb).await {
+            Ok(r) => r,
+            Err(e) => {
+                if !matches!(
+                    e.downcast_ref::<crate::error::CliError>(),
+                    Some(crate::error::CliError::Network { .. })
+                ) {
+                    return Err(e);
+                }
+                eprintln!(
+                    "connection lost ({e:#}); retrying in {} ms",
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = std::time::Duration::from_millis(250);
+        if !ctx.json {
+            eprintln!(
+                "watching {} for accesses to your data (Ctrl-C to stop)",
+                session.server
+            );
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut data = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let raw: Vec<u8> = buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&raw);
+                let line = line.trim_end_matches(['\r', '\n']);
+                if line.is_empty() {
+                    if !data.is_empty() {
+                        let event: AuditEvent = serde_json::from_str(&data)
+                            .map_err(|_| integrity("the server sent a malformed event"))?;
+                        data.clear();
+                        let shown = Line::new(&event)?;
+                        if last.is_some_and(|l| shown.seq <= l) {
+                            continue; // already shown before a reconnect
+                        }
+                        deliver(ctx, &shown, exec)?;
+                        last = Some(shown.seq);
+                        ctx.profile
+                            .save_watch_cursor(&crate::profile::WatchCursor {
+                                server: session.server.clone(),
+                                log: session.user_id.clone(),
+                                seq: shown.seq,
+                            })?;
+                        let _ = api
+                            .post_empty("/v1/notifications/ack", &AckRequest { seq: shown.seq })
+                            .await;
+                    }
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                }
+            }
+        }
+        if !ctx.json {
+            eprintln!("the server closed the stream; reconnecting");
+        }
+    }
+}
+
+/// Prints one access and runs `--exec` for it.
+fn deliver(ctx: &Ctx, line: &Line, exec: Option<&str>) -> Result<()> {
+    let json = serde_json::to_string(line)?;
+    if let Some(cmd) = exec {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("HEALTHLOCK_EVENT", &json)
+            .stdin(std::process::Stdio::piped())
+            // Keep stdout for the events themselves (JSON lines stay parseable).
+            .stdout(std::io::stderr())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(json.as_bytes());
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            ctx.warn(&format!("--exec command exited with {status}"));
+        }
+    }
+    if ctx.json {
+        println!("{json}");
+    } else {
+        println!("{}", line.human());
     }
     Ok(())
 }
