@@ -19,7 +19,7 @@ mod secret_input;
 mod transfer;
 
 use clap::{Parser, Subcommand};
-use commands::{account, audit, fetch, share, vault};
+use commands::{account, audit, fetch, share, vault, webhook};
 use error::CliError;
 use std::process::ExitCode;
 
@@ -88,6 +88,9 @@ enum Command {
     Audit(audit::Audit),
     /// Show accesses to your data since you last looked, or --watch them live.
     Notifications(audit::Notifications),
+    /// Have the server POST each access to your data, signed, to a URL of yours.
+    #[command(subcommand)]
+    Webhook(webhook::Webhook),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -112,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach(c) => c.run(&ctx).await,
         Command::Audit(c) => c.run(&ctx).await,
         Command::Notifications(c) => c.run(&ctx).await,
+        Command::Webhook(c) => c.run(&ctx).await,
     }
 }
 

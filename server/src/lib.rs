@@ -11,6 +11,7 @@ pub mod invite;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use crate::state::{AppState, Inner};
@@ -49,6 +50,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/notifications", get(audit::notifications))
         .route("/v1/notifications/ack", post(audit::ack))
         .route("/v1/notifications/stream", get(audit::stream))
+        .route(
+            "/v1/webhook",
+            get(webhooks::get)
+                .put(webhooks::set)
+                .delete(webhooks::remove),
+        )
+        .route("/v1/webhook/test", post(webhooks::test))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
         // The span names the route pattern, never the raw path or query.
@@ -101,6 +109,7 @@ pub async fn serve(
     tracing::info!(%origin, "healthlock-server listening");
     eprintln!("healthlock-server listening on {origin} (bound to {addr})");
     let closing = state.closing.clone();
+    tokio::spawn(webhooks::run(state.clone()));
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -22,6 +22,8 @@ pub struct Settings {
     pub session_lifetime: u64,
     /// Seconds a provider may download bodies after a successful open.
     pub grant_lifetime: u64,
+    /// Whether webhooks may target loopback, private or link-local addresses.
+    pub allow_private_webhooks: bool,
 }
 
 impl Default for Settings {
@@ -35,6 +37,7 @@ impl Default for Settings {
             session_idle: 30 * 60,
             session_lifetime: 12 * 3600,
             grant_lifetime: 15 * 60,
+            allow_private_webhooks: false,
         }
     }
 }

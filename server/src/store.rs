@@ -38,6 +38,10 @@ const AUDIT_HEADS: JsonTable = TableDefinition::new("audit_heads");
 const NOTIFY_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("notify_cursors");
 /// SHA-256(invite code) → time used
 const INVITES_USED: TableDefinition<&str, u64> = TableDefinition::new("invites_used");
+/// owner → [`WebhookRow`]
+const WEBHOOKS: JsonTable = TableDefinition::new("webhooks");
+/// (owner, n) → [`Delivery`]: the delivery log the owner can read
+const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("webhook_deliveries");
 /// server-wide values (e.g. the secret behind made-up prelogin salts)
 const META: JsonTable = TableDefinition::new("meta");
 
@@ -214,6 +218,41 @@ impl ShareRow {
     }
 }
 
+/// An account's webhook and where its delivery stands. Kept in the store, so retries carry on
+/// across restarts.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WebhookRow {
+    /// Where events are POSTed.
+    pub url: String,
+    /// When it was set.
+    pub created: u64,
+    /// The last audit seq delivered (or skipped as the owner's own action).
+    pub cursor: u64,
+    /// Failed attempts at the next event.
+    pub attempts: u32,
+    /// Not before this time (Unix milliseconds).
+    pub next_attempt_ms: u64,
+    /// Deliveries logged so far.
+    pub logged: u64,
+}
+
+/// One delivery attempt, as the owner reads it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    /// When (Unix seconds).
+    pub time: u64,
+    /// The audit event.
+    pub seq: u64,
+    /// The HTTP status, if the receiver answered.
+    pub status: Option<u16>,
+    /// Whether it counts as delivered (2xx).
+    pub ok: bool,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Which attempt at this event.
+    pub attempt: u32,
+}
+
 /// The newest event of an owner's audit chain.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct AuditHead {
@@ -335,6 +374,29 @@ impl Tx {
         self.put(PATIENT_SHARES, &format!("{}/{}", row.patient, row.id), &())
     }
 
+    /// The owner's webhook.
+    pub fn webhook(&self, owner: &UserId) -> StoreResult<Option<WebhookRow>> {
+        self.get(WEBHOOKS, owner.as_str())
+    }
+
+    /// Sets or updates the owner's webhook.
+    pub fn put_webhook(&self, owner: &UserId, row: &WebhookRow) -> StoreResult<()> {
+        self.put(WEBHOOKS, owner.as_str(), row)
+    }
+
+    /// Removes the owner's webhook.
+    pub fn delete_webhook(&self, owner: &UserId) -> StoreResult<bool> {
+        self.remove(WEBHOOKS, owner.as_str())
+    }
+
+    /// Appends to the owner's delivery log (the row's `logged` counter numbers it).
+    pub fn log_delivery(&self, owner: &UserId, n: u64, d: &Delivery) -> StoreResult<()> {
+        self.txn
+            .open_table(DELIVERIES)?
+            .insert((owner.as_str(), n), encode(d).as_slice())?;
+        Ok(())
+    }
+
     /// Removes every copy of a record's key and title from `patient`'s shares (on delete).
     pub fn forget_record_in_shares(&self, patient: &UserId, id: &RecordId) -> StoreResult<()> {
         let (lo, hi) = (format!("{patient}/"), format!("{patient}0"));
@@ -442,6 +504,7 @@ impl Store {
     pub fn open(path: &Path) -> StoreResult<Self> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
+        txn.open_table(DELIVERIES)?;
         for t in [
             USERS,
             SESSIONS,
@@ -450,6 +513,7 @@ impl Store {
             PATIENT_SHARES,
             AUDIT_HEADS,
             META,
+            WEBHOOKS,
         ] {
             txn.open_table(t)?;
         }
@@ -610,6 +674,42 @@ impl Store {
             }
         }
         Ok(lo - 1)
+    }
+
+    /// Every webhook, with its owner.
+    pub fn webhooks(&self) -> StoreResult<Vec<(UserId, WebhookRow)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(WEBHOOKS)?;
+        let mut out = Vec::new();
+        for item in t.range(..)? {
+            let (k, v) = item?;
+            if let Ok(owner) = k.value().parse() {
+                out.push((owner, decode(v.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The owner's webhook.
+    pub fn webhook(&self, owner: &UserId) -> StoreResult<Option<WebhookRow>> {
+        let txn = self.db.begin_read()?;
+        get_json(&txn.open_table(WEBHOOKS)?, owner.as_str())
+    }
+
+    /// The owner's last `n` deliveries, newest last.
+    pub fn deliveries(&self, owner: &UserId, n: usize) -> StoreResult<Vec<Delivery>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(DELIVERIES)?;
+        let mut out = Vec::new();
+        for item in t
+            .range((owner.as_str(), 0)..=(owner.as_str(), u64::MAX))?
+            .rev()
+            .take(n)
+        {
+            out.push(decode(item?.1.value())?);
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// The highest audit seq already shown to `owner` as a notification.

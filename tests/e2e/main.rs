@@ -7,3 +7,4 @@ mod notify;
 mod qr;
 mod refusals;
 mod tamper;
+mod webhook;

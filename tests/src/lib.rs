@@ -36,6 +36,7 @@ pub struct Server {
     /// Where its log (stderr) goes.
     pub log: PathBuf,
     port: u16,
+    extra: Vec<String>,
     _dir: TempDir,
 }
 
@@ -57,15 +58,17 @@ impl Server {
             data,
             log,
             port,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
         }
     }
 
     /// Stops the server (SIGKILL: nothing gets a chance to tidy up) and starts it again on the
-    /// same port and data directory.
+    /// same port and data directory, with the same flags.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, url, _) = spawn_server(&self.data, self.port, &self.log, &[]);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let (child, url, _) = spawn_server(&self.data, self.port, &self.log, &extra);
         assert_eq!(url, self.url, "the restarted server must keep its origin");
         self.child = Some(child);
     }

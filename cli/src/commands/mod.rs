@@ -5,3 +5,4 @@ pub mod audit;
 pub mod fetch;
 pub mod share;
 pub mod vault;
+pub mod webhook;

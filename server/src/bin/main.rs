@@ -47,6 +47,10 @@ struct ServeArgs {
     /// Longest share lifetime a patient may choose, e.g. 30d.
     #[arg(long, default_value = "30d", value_parser = healthlock_common::time::parse_duration, env = "HEALTHLOCK_MAX_SHARE_LIFETIME")]
     max_share_lifetime: u64,
+    /// Let webhooks target loopback, private and link-local addresses (off by default, against
+    /// SSRF; turn on only when receivers live on your own network).
+    #[arg(long, env = "HEALTHLOCK_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
 }
 
 #[derive(Args)]
@@ -122,6 +126,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_upload: args.max_upload,
         public_url: args.public_url,
         max_share_lifetime: args.max_share_lifetime,
+        allow_private_webhooks: args.allow_private_webhooks,
         ..Settings::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {
