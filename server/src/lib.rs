@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/info", get(info::get))
         .route("/v1/server-key", get(info::server_key))
+        .route("/.well-known/healthlock/server-key", get(info::server_key))
         .route("/v1/auth/prelogin", post(accounts::prelogin))
         .route("/v1/auth/register", post(accounts::register))
         .route("/v1/auth/login", post(accounts::login))

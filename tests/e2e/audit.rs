@@ -79,6 +79,15 @@ fn an_honest_log_verifies_and_extends() {
         alice.json(&["whoami"], None)["server_key"],
         second["server_key"]
     );
+    // … and the one published at the well-known route.
+    let (status, body) = healthlock_tests::raw_http(
+        &server.url,
+        "GET /.well-known/healthlock/server-key HTTP/1.1",
+        b"",
+    );
+    assert_eq!(status, 200);
+    let published: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(published["key"], second["server_key"]);
     // Listing works in pages and from a time.
     let lines = alice.json_lines(&["audit", "--since", "1h"], None);
     assert_eq!(lines.len() as u64, second["size"].as_u64().unwrap());
