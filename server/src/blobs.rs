@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
+/// How long an upload may send nothing before it is abandoned.
+const UPLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The blob directory pair.
 pub struct Blobs {
     dir: PathBuf,
@@ -69,7 +72,18 @@ impl Blobs {
         let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
         let mut hasher = Sha256::new();
         let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
+        loop {
+            // An idle timeout rather than a total one: a 2 GiB upload may take long, but a
+            // client that stops sending is cut off.
+            let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, stream.next())
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::UploadIncomplete,
+                        "the upload stalled; nothing was stored",
+                    )
+                })?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|_| {
                 ApiError::new(
                     ErrorCode::UploadIncomplete,

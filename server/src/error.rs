@@ -12,6 +12,8 @@ pub struct ApiError {
     pub body: ErrorBody,
     /// For 5xx: what the log is told (never sent).
     pub detail: Option<String>,
+    /// A status other than the code's usual one.
+    pub status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -25,7 +27,14 @@ impl ApiError {
                 attempts_left: None,
             },
             detail: None,
+            status: None,
         }
+    }
+
+    /// Answers with `status` instead of the code's usual one.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
     }
 
     /// Attaches a time (expiry, revocation).
@@ -65,6 +74,9 @@ impl ApiError {
 
     /// The HTTP status of this error's code.
     pub fn status(&self) -> StatusCode {
+        if let Some(s) = self.status {
+            return s;
+        }
         match self.body.code {
             ErrorCode::BadRequest | ErrorCode::OriginMismatch => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthenticated

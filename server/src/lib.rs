@@ -23,9 +23,38 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
 
-/// The API's routes. Upload routes stream their bodies and count bytes themselves; everything
-/// else is JSON under a small body limit.
+/// Headers on every response: nothing is sniffed, cached, framed or leaks a referrer.
+async fn security_headers(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// How long a request may take to be answered (uploads excepted: they have an idle timeout).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The API's routes. Upload routes stream their bodies and count bytes themselves, with an idle
+/// timeout instead of a total one; everything else is JSON under a small body limit and a
+/// request timeout.
 pub fn router(state: AppState) -> Router {
+    let uploads = Router::new()
+        .route("/v1/records", post(records::upload))
+        .route("/v1/shares/{id}/records", post(shares::attach));
     Router::new()
         .route("/v1/info", get(info::get))
         .route("/v1/server-key", get(info::server_key))
@@ -35,7 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/login", post(accounts::login))
         .route("/v1/auth/logout", post(accounts::logout))
         .route("/v1/me", get(accounts::me))
-        .route("/v1/records", get(records::list).post(records::upload))
+        .route("/v1/records", get(records::list))
         .route(
             "/v1/records/{id}",
             get(records::get).delete(records::delete),
@@ -45,7 +74,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/shares/{id}/revoke", post(shares::revoke))
         .route("/v1/shares/{id}/challenge", post(shares::challenge))
         .route("/v1/shares/{id}/open", post(shares::open))
-        .route("/v1/shares/{id}/records", post(shares::attach))
         .route("/v1/shares/{id}/records/{record}", get(shares::body))
         .route("/v1/audit", get(audit::list))
         .route("/v1/notifications", get(audit::notifications))
@@ -58,8 +86,21 @@ pub fn router(state: AppState) -> Router {
                 .delete(webhooks::remove),
         )
         .route("/v1/webhook/test", post(webhooks::test))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .merge(uploads)
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                healthlock_common::api::ErrorCode::BadRequest,
+                "this route does not take that method",
+            )
+            .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+        })
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(axum::middleware::from_fn(security_headers))
         // The span names the route pattern, never the raw path or query.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req

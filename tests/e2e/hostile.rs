@@ -22,7 +22,12 @@ fn garbage_gets_4xx_never_5xx() {
     for (head, body) in cases {
         let (status, text) = raw_http(&server.url, &head, &body);
         assert!((400..500).contains(&status), "{head:?} → {status} {text}");
+        let err: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{head:?}: not a JSON error ({e}): {text}"));
+        assert!(err["error"]["code"].is_string(), "{text}");
     }
+    let (status, _) = raw_http(&server.url, "DELETE /v1/info HTTP/1.1", b"");
+    assert_eq!(status, 405);
     // Still alive and well.
     assert_eq!(alice.json(&["records"], None).as_array().unwrap().len(), 1);
 }
@@ -98,5 +103,33 @@ fn the_data_directory_and_log_hold_no_plaintext_titles_passwords_or_tokens() {
             "the server log contains {:?}",
             String::from_utf8_lossy(c)
         );
+    }
+}
+
+#[test]
+fn every_response_carries_the_security_headers_and_an_exact_type() {
+    let server = Server::start();
+    let cases = [
+        ("GET /v1/info HTTP/1.1", "application/json"),
+        ("GET /v1/records HTTP/1.1", "application/json"),
+        ("GET /nope HTTP/1.1", "application/json"),
+        ("PATCH /v1/info HTTP/1.1", "application/json"),
+    ];
+    for (head, ctype) in cases {
+        let (_, headers, _) = healthlock_tests::raw_http_full(&server.url, head, b"");
+        let get = |k: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("x-content-type-options"), Some("nosniff"), "{head}");
+        assert_eq!(get("cache-control"), Some("no-store"), "{head}");
+        assert!(
+            get("content-security-policy").is_some_and(|v| v.contains("frame-ancestors 'none'")),
+            "{head}"
+        );
+        assert_eq!(get("referrer-policy"), Some("no-referrer"), "{head}");
+        assert_eq!(get("content-type"), Some(ctype), "{head}");
     }
 }

@@ -395,6 +395,16 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// A raw HTTP/1.1 exchange over TCP, for feeding the server input no real client would send.
 /// Returns the status code and the body.
 pub fn raw_http(url: &str, request_head: &str, body: &[u8]) -> (u16, String) {
+    let (status, _, body) = raw_http_full(url, request_head, body);
+    (status, body)
+}
+
+/// [`raw_http`], with the response headers (lowercase names).
+pub fn raw_http_full(
+    url: &str,
+    request_head: &str,
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, String) {
     use std::io::Read;
     let addr = url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -411,9 +421,12 @@ pub fn raw_http(url: &str, request_head: &str, body: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
 }
