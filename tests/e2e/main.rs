@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server binary on loopback, the real CLI as several users.
 
 mod audit;
+mod concurrency;
 mod flow;
 mod hostile;
 mod notify;

@@ -430,3 +430,57 @@ pub fn raw_http_full(
         .collect();
     (status, headers, body.to_owned())
 }
+
+impl User {
+    /// The bearer token of this user's session (from the profile, as the CLI keeps it).
+    pub fn session_token(&self) -> String {
+        let p = self
+            .dir()
+            .join("config/healthlock/profiles/default/session.json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p).expect("session.json")).expect("JSON");
+        v["token"].as_str().expect("token").to_owned()
+    }
+}
+
+/// Opens a share over raw HTTP as the CLI would (challenge, proof of possession, optional
+/// passcode proof), so tests can fire many opens at once. Returns the status and JSON body.
+pub fn open_raw(
+    url: &str,
+    session: &str,
+    secret: &healthlock_common::token::ShareSecret,
+    passcode: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let id = secret.share_id();
+    let post = |path: String, body: &[u8]| {
+        raw_http(
+            url,
+            &format!(
+                "POST {path} HTTP/1.1\r\nAuthorization: Bearer {session}\r\nContent-Type: application/json\r\nContent-Length: {}",
+                body.len()
+            ),
+            body,
+        )
+    };
+    let (status, challenge) = post(format!("/v1/shares/{id}/challenge"), b"{}");
+    assert_eq!(status, 200, "{challenge}");
+    let challenge: serde_json::Value = serde_json::from_str(&challenge).expect("challenge JSON");
+    let nonce = challenge["nonce"].as_str().expect("nonce");
+    let b64 = healthlock_common::encoding::b64;
+    let mut req = serde_json::json!({
+        "nonce": nonce,
+        "origin": url,
+        "signature": b64(&secret.sign_open(url, nonce).to_bytes()),
+    });
+    if let Some(p) = passcode {
+        req["passcode_proof"] = b64(&secret.passcode_proof(p)).into();
+    }
+    let (status, body) = post(
+        format!("/v1/shares/{id}/open"),
+        &serde_json::to_vec(&req).expect("JSON"),
+    );
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
