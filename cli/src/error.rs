@@ -80,6 +80,7 @@ impl CliError {
                 ErrorCode::InviteRequired | ErrorCode::InviteInvalid => 17,
                 ErrorCode::PayloadTooLarge | ErrorCode::InsufficientStorage => 18,
                 ErrorCode::UsernameTaken => 19,
+                ErrorCode::RateLimited => 20,
                 _ => 1,
             },
         }

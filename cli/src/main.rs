@@ -5,7 +5,8 @@
 //! 4 not logged in, 5 wrong username or password, 6 not allowed for your role, 7 not found,
 //! 8 share made for another role, 9 share expired, 10 share revoked, 11 share used up,
 //! 12 passcode required or wrong, 13 share locked, 14 integrity check failed, 15 invalid input,
-//! 16 file exists, 17 invite missing or invalid, 18 too large or server full, 19 name taken.
+//! 16 file exists, 17 invite missing or invalid, 18 too large or server full, 19 name taken,
+//! 20 too many attempts (wait and retry).
 
 mod client;
 mod commands;

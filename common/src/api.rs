@@ -60,6 +60,8 @@ pub enum ErrorCode {
     InsufficientStorage,
     /// The body arrived incomplete.
     UploadIncomplete,
+    /// Too many attempts: wait `retry_after` seconds.
+    RateLimited,
     /// Something failed inside the server (details are in its log only).
     Internal,
 }
@@ -88,6 +90,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::UploadIncomplete => "upload_incomplete",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }
@@ -113,6 +116,9 @@ pub struct ErrorBody {
     /// Passcode attempts left before the share locks, where that applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts_left: Option<u32>,
+    /// Seconds to wait before trying again (also sent as `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// `GET /v1/info`.

@@ -25,6 +25,7 @@ impl ApiError {
                 message: message.into(),
                 at: None,
                 attempts_left: None,
+                retry_after: None,
             },
             detail: None,
             status: None,
@@ -40,6 +41,12 @@ impl ApiError {
     /// Attaches a time (expiry, revocation).
     pub fn at(mut self, t: u64) -> Self {
         self.body.at = Some(t);
+        self
+    }
+
+    /// Attaches how long to wait before trying again.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.body.retry_after = Some(secs);
         self
     }
 
@@ -97,6 +104,7 @@ impl ApiError {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::UploadIncomplete => StatusCode::BAD_REQUEST,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,7 +116,13 @@ impl IntoResponse for ApiError {
         if let Some(detail) = &self.detail {
             tracing::error!(code = self.body.code.as_str(), %detail, "request failed");
         }
-        (status, axum::Json(ErrorResponse { error: self.body })).into_response()
+        let retry = self.body.retry_after;
+        let mut resp = (status, axum::Json(ErrorResponse { error: self.body })).into_response();
+        if let Some(secs) = retry {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod invite;
+pub mod ratelimit;
 pub mod settings;
 pub mod state;
 pub mod store;
@@ -127,6 +128,7 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
         settings,
         origin,
         challenges: Default::default(),
+        limiter: Default::default(),
         grants: Default::default(),
         prelogin_secret,
         audit_key,

@@ -24,6 +24,8 @@ pub struct Settings {
     pub grant_lifetime: u64,
     /// Whether webhooks may target loopback, private or link-local addresses.
     pub allow_private_webhooks: bool,
+    /// Rate limits.
+    pub limits: crate::ratelimit::Limits,
 }
 
 impl Default for Settings {
@@ -38,6 +40,7 @@ impl Default for Settings {
             session_lifetime: 12 * 3600,
             grant_lifetime: 15 * 60,
             allow_private_webhooks: false,
+            limits: Default::default(),
         }
     }
 }

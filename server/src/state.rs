@@ -24,6 +24,8 @@ pub struct Inner {
     pub origin: String,
     /// Open challenges: nonce → (share, expiry). Single-use, at most 60 s old.
     pub challenges: Mutex<HashMap<String, (ShareId, u64)>>,
+    /// Throttles logins, registrations and share opens.
+    pub limiter: crate::ratelimit::RateLimiter,
     /// Download grants after a successful open: (share, provider) → expiry.
     pub grants: Mutex<HashMap<(ShareId, UserId), u64>>,
     /// Makes the stable made-up salts that prelogin gives for unknown usernames.

@@ -133,3 +133,57 @@ fn every_response_carries_the_security_headers_and_an_exact_type() {
         assert_eq!(get("content-type"), Some(ctype), "{head}");
     }
 }
+
+#[test]
+fn password_guessing_and_share_probing_are_rate_limited() {
+    let server = Server::start_with(&["--login-rate", "3", "--open-rate", "4"]);
+    let alice = User::patient(&server, "alice");
+    let laptop = User::new(&server, "alice");
+    for _ in 0..3 {
+        assert_eq!(
+            laptop.fails(
+                &["login", "--username", "alice", "--password-stdin"],
+                Some("wrong guess\n"),
+                5
+            ),
+            "invalid_credentials"
+        );
+    }
+    let r = laptop.run(
+        &["--json", "login", "--username", "alice", "--password-stdin"],
+        Some("wrong guess\n"),
+    );
+    assert_eq!(r.code, 20, "{r:?}");
+    assert_eq!(r.error_code(), "rate_limited");
+    assert!(r.stderr.contains("try again in"), "{r:?}");
+    // Even the right password waits: the limit is per account, before any password work.
+    let right = format!("{}\n", laptop.password);
+    assert_eq!(
+        laptop.fails(
+            &["login", "--username", "alice", "--password-stdin"],
+            Some(&right),
+            20
+        ),
+        "rate_limited"
+    );
+    let (status, headers, _) = healthlock_tests::raw_http_full(
+        &server.url,
+        "POST /v1/auth/login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 46",
+        br#"{"username":"alice","auth":"AAAAAAAAAAAAAAA="}"#,
+    );
+    assert_eq!(status, 429);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "retry-after" && v.parse::<u64>().is_ok())
+    );
+    // Probing for shares is throttled per account.
+    let bob = User::provider(&server, "bob", "doctor");
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let stranger = healthlock_common::token::ShareSecret::generate().to_link(&server.url);
+        codes.push(bob.run(&["fetch", &stranger], None).code);
+    }
+    assert_eq!(codes, [7, 7, 7, 7, 20, 20]);
+    let _ = alice;
+}

@@ -117,6 +117,7 @@ pub fn resolve<'a, T>(
                 message: format!("no {what} {arg}; list them with `healthlock {what}s`"),
                 at: None,
                 attempts_left: None,
+                retry_after: None,
             })
             .into(),
         ),

@@ -51,6 +51,13 @@ struct ServeArgs {
     /// SSRF; turn on only when receivers live on your own network).
     #[arg(long, env = "HEALTHLOCK_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
+    /// Logins, registrations and prelogins a minute per account name (three times as many per
+    /// client address).
+    #[arg(long, default_value_t = 10, env = "HEALTHLOCK_LOGIN_RATE")]
+    login_rate: u32,
+    /// Share opens a minute per account (twice as many per client address).
+    #[arg(long, default_value_t = 60, env = "HEALTHLOCK_OPEN_RATE")]
+    open_rate: u32,
 }
 
 #[derive(Args)]
@@ -127,6 +134,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         public_url: args.public_url,
         max_share_lifetime: args.max_share_lifetime,
         allow_private_webhooks: args.allow_private_webhooks,
+        limits: healthlock_server::ratelimit::Limits {
+            login_per_min: args.login_rate,
+            open_per_min: args.open_rate,
+        },
         ..Settings::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -75,8 +75,13 @@ fn invalid_credentials() -> ApiError {
 /// `POST /v1/auth/prelogin`: the salt and cost to derive a password with.
 pub async fn prelogin(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     AppJson(req): AppJson<PreloginRequest>,
 ) -> ApiResult<Json<PreloginResponse>> {
+    let l = state.settings.limits.login_per_min;
+    state
+        .limiter
+        .check(&format!("prelogin-ip:{client:?}"), 6 * l)?;
     let username = normalize_username(&req.username)?;
     let name = username.clone();
     let user = state
@@ -107,6 +112,10 @@ pub async fn register(
     ClientAddr(client): ClientAddr,
     AppJson(req): AppJson<RegisterRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
+    let l = state.settings.limits.login_per_min;
+    state
+        .limiter
+        .check(&format!("register-ip:{client:?}"), 3 * l)?;
     let username = normalize_username(&req.username)?;
     req.kdf
         .check()
@@ -231,6 +240,12 @@ pub async fn login(
     AppJson(req): AppJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let username = normalize_username(&req.username).map_err(|_| invalid_credentials())?;
+    // Throttle guessing per account and per client address, before any Argon2 work.
+    let l = state.settings.limits.login_per_min;
+    state
+        .limiter
+        .check(&format!("login-ip:{client:?}"), 3 * l)?;
+    state.limiter.check(&format!("login-user:{username}"), l)?;
     let user = state
         .blocking(move |s| s.store.user_by_name(&username))
         .await??;

@@ -254,9 +254,13 @@ pub async fn revoke(
 /// nothing about whether the share exists.
 pub async fn challenge(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Challenge>> {
+    let o = state.settings.limits.open_per_min;
+    state
+        .limiter
+        .check(&format!("challenge-user:{}", caller.user.id), 2 * o)?;
     let id: ShareId = path_id(&raw, "share")?;
     let nonce = healthlock_common::encoding::hex(&healthlock_common::random_bytes::<16>());
     let now = healthlock_common::time::now();
@@ -322,6 +326,13 @@ pub async fn open(
     Path(raw): Path<String>,
     AppJson(req): AppJson<OpenRequest>,
 ) -> ApiResult<Json<OpenResponse>> {
+    let o = state.settings.limits.open_per_min;
+    state
+        .limiter
+        .check(&format!("open-ip:{:?}", caller.client), 2 * o)?;
+    state
+        .limiter
+        .check(&format!("open-user:{}", caller.user.id), o)?;
     let id: ShareId = path_id(&raw, "share")?;
     let now = healthlock_common::time::now();
     let fresh = state
