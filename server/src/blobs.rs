@@ -53,6 +53,25 @@ impl Blobs {
         Ok(Self { dir, tmp })
     }
 
+    /// Removes blobs that no record names: left by a crash between a blob's rename and its
+    /// metadata commit (the upload was never acknowledged), or between a delete's commit and
+    /// the file's removal. Returns how many were removed.
+    pub fn sweep_orphans(
+        &self,
+        records: &std::collections::HashSet<String>,
+    ) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !records.contains(&name) {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Where a record's body lives.
     pub fn path(&self, id: &RecordId) -> PathBuf {
         self.dir.join(id.as_str())

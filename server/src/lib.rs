@@ -118,6 +118,10 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
     std::fs::create_dir_all(&settings.data_dir)?;
     let store = store::Store::open(&settings.data_dir.join("healthlock.redb"))?;
     let blobs = blobs::Blobs::open(&settings.data_dir)?;
+    let orphans = blobs.sweep_orphans(&store.all_record_ids()?)?;
+    if orphans > 0 {
+        tracing::info!(orphans, "removed blobs of unacknowledged uploads");
+    }
     let prelogin_secret = store.meta_secret("prelogin")?;
     let audit_key = ed25519_dalek::SigningKey::from_bytes(&store.meta_secret("audit_key")?);
     let dummy_phc = accounts::hash_secret(&healthlock_common::random_bytes::<32>())

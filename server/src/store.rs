@@ -676,6 +676,20 @@ impl Store {
         Ok(lo - 1)
     }
 
+    /// The id of every record (for the startup sweep of orphaned blobs).
+    pub fn all_record_ids(&self) -> StoreResult<std::collections::HashSet<String>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RECORDS)?;
+        let mut out = std::collections::HashSet::new();
+        for item in t.range(..)? {
+            let key = item?.0.value().to_owned();
+            if let Some((_, id)) = key.split_once('/') {
+                out.insert(id.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
     /// Every webhook, with its owner.
     pub fn webhooks(&self) -> StoreResult<Vec<(UserId, WebhookRow)>> {
         let txn = self.db.begin_read()?;

@@ -2,6 +2,7 @@
 
 mod audit;
 mod concurrency;
+mod crash;
 mod flow;
 mod hostile;
 mod notify;
