@@ -3,6 +3,7 @@
 mod audit;
 mod concurrency;
 mod crash;
+mod diskfull;
 mod flow;
 mod hostile;
 mod notify;

@@ -50,6 +50,19 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
+        Self::start_in(dir, data, extra)
+    }
+
+    /// Starts a server on a given data directory (e.g. a small mounted file system).
+    pub fn start_with_data(data: &Path, extra: &[&str]) -> Self {
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            data.to_owned(),
+            extra,
+        )
+    }
+
+    fn start_in(dir: TempDir, data: PathBuf, extra: &[&str]) -> Self {
         let log = dir.path().join("server.log");
         let (child, url, port) = spawn_server(&data, 0, &log, extra);
         Server {

@@ -1,0 +1,92 @@
+//! A full disk: uploads fail with a clear error and leave nothing half-written, reads keep
+//! working, and the server recovers when space is freed. Needs root to mount a small tmpfs as
+//! the data directory; CI runs as root (and fails the test if the mount fails there).
+
+use healthlock_tests::{User, files_below};
+use std::process::Command;
+
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs (run as root)"
+        );
+        eprintln!("note: cannot mount a tmpfs here (not root?); the disk-full test runs in CI");
+        return;
+    }
+    let _mount = Mount(data.clone());
+    let server = healthlock_tests::Server::start_with_data(&data, &[]);
+    let alice = User::patient(&server, "alice");
+    let small = alice.file("small.pdf", b"%PDF still readable");
+    let id = alice.upload(&small, "lab", None);
+
+    // Fill the disk, leaving about 512 KiB.
+    let free = {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let filler = data.join("filler");
+    std::fs::write(&filler, vec![0u8; (free - 512 * 1024) as usize]).unwrap();
+
+    let big = alice.file("big.bin", &vec![1u8; 4 * 1024 * 1024]);
+    let r = alice.run(&["--json", "upload", big.to_str().unwrap()], None);
+    assert_eq!(r.code, 18, "{r:?}");
+    assert_eq!(r.error_code(), "insufficient_storage");
+    assert!(r.stderr.contains("disk is full"), "{r:?}");
+    assert!(
+        files_below(&data.join("tmp")).is_empty(),
+        "nothing half-written"
+    );
+    assert_eq!(
+        alice.json(&["records"], None).as_array().unwrap().len(),
+        1,
+        "no record for it"
+    );
+
+    // Reads keep working.
+    alice.ok(&["download", &id, "-o", "copy.pdf"], None);
+    assert_eq!(
+        std::fs::read(alice.dir().join("copy.pdf")).unwrap(),
+        std::fs::read(&small).unwrap()
+    );
+
+    // Space is freed: uploads work again, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let id2 = alice.upload(&big, "imaging", None);
+    alice.ok(&["download", &id2, "-o", "big-copy.bin"], None);
+    assert_eq!(
+        std::fs::read(alice.dir().join("big-copy.bin"))
+            .unwrap()
+            .len(),
+        4 * 1024 * 1024
+    );
+    alice.ok(&["audit", "--verify"], None);
+}
