@@ -35,4 +35,5 @@ cp = page["checkpoint"]
 text = f"healthlock/v1/audit-checkpoint\n{cp['origin']}\n{cp['log']}\n{cp['size']}\n{cp['head']}\n"
 Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex)).verify(b64decode(cp["signature"]), text.encode())
 assert (cp["size"], cp["head"]) == (size, head.hex()), "the events do not match the signed checkpoint"
+assert cp["origin"] == server, f"the checkpoint is for {cp['origin']}, not {server}"
 print(f"ok: {size} events, head {head.hex()}, signed by {key_hex[:16]}…")

@@ -25,7 +25,7 @@ pub enum CliError {
     NotLoggedIn(String),
     /// What the server sent does not match what the patient signed.
     #[error(
-        "integrity check failed: {0}. Nothing was written; the server may be compromised — tell the patient and the operator"
+        "integrity check failed: {0}. The server may be compromised: tell the operator (and, for a share, the patient)"
     )]
     Integrity(String),
     /// The input (a token, a file, an argument) cannot be used.

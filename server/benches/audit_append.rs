@@ -23,7 +23,7 @@ fn main() {
     for _ in 0..events {
         let t = Instant::now();
         store
-            .write(healthlock_common::time::now(), |tx| {
+            .write(|tx| {
                 tx.append_audit(
                     &patient,
                     NewEvent {

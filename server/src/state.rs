@@ -82,8 +82,7 @@ impl AppState {
         &self,
         f: impl FnOnce(&Tx) -> StoreResult<R> + Send + 'static,
     ) -> ApiResult<R> {
-        let now = healthlock_common::time::now();
-        let out = self.blocking(move |s| s.store.write(now, f)).await??;
+        let out = self.blocking(move |s| s.store.write(f)).await??;
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
         Ok(out)
     }

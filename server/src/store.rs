@@ -260,6 +260,9 @@ pub struct AuditHead {
     pub seq: u64,
     /// The chain value after the last one, hex (empty for an empty log).
     pub hash: String,
+    /// The last event's time.
+    #[serde(default)]
+    pub time: u64,
 }
 
 impl AuditHead {
@@ -440,7 +443,9 @@ impl Tx {
         let prev = head.hash()?;
         let entry = Entry {
             seq: head.seq + 1,
-            time: self.now,
+            // Never earlier than the previous event, even if the system clock steps back:
+            // `audit --since` relies on times that never decrease.
+            time: self.now.max(head.time),
             actor: ev.actor.as_ref().map(|(id, _)| id.clone()),
             actor_role: ev.actor.map(|(_, r)| r),
             action: ev.action.to_owned(),
@@ -465,6 +470,7 @@ impl Tx {
             &AuditHead {
                 seq: entry.seq,
                 hash: linked.hash.clone(),
+                time: entry.time,
             },
         )?;
         Ok(Appended {
@@ -527,10 +533,12 @@ impl Store {
 
     /// Runs `f` in one write transaction and commits (durably) if it returns `Ok` — including
     /// `Ok(Err(refusal))`, so a refusal's audit event is kept while the request still fails.
-    pub fn write<R>(&self, now: u64, f: impl FnOnce(&Tx) -> StoreResult<R>) -> StoreResult<R> {
+    pub fn write<R>(&self, f: impl FnOnce(&Tx) -> StoreResult<R>) -> StoreResult<R> {
+        let txn = self.db.begin_write()?;
+        // Read the clock once the write lock is held, so commit order and time order agree.
         let tx = Tx {
-            txn: self.db.begin_write()?,
-            now,
+            txn,
+            now: healthlock_common::time::now(),
         };
         let out = f(&tx)?;
         tx.txn.commit()?;

@@ -80,6 +80,8 @@ fn is_internal(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space
+                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
+                || o[0] >= 240 // reserved
                 || o[0] == 0
         }
         IpAddr::V6(v6) => {
@@ -90,6 +92,21 @@ fn is_internal(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+                // NAT64 and 6to4 carry an IPv4 address inside: judge that one.
+                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                    && is_internal(IpAddr::V4(std::net::Ipv4Addr::new(
+                        (s[6] >> 8) as u8,
+                        s[6] as u8,
+                        (s[7] >> 8) as u8,
+                        s[7] as u8,
+                    ))))
+                || (s[0] == 0x2002
+                    && is_internal(IpAddr::V4(std::net::Ipv4Addr::new(
+                        (s[1] >> 8) as u8,
+                        s[1] as u8,
+                        (s[2] >> 8) as u8,
+                        s[2] as u8,
+                    ))))
         }
     }
 }
@@ -129,6 +146,8 @@ async fn post(state: &AppState, url: &str, body: Vec<u8>) -> Result<u16, String>
     let (u, host, addr) = resolve(url, state.settings.allow_private_webhooks).await?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy would connect somewhere other than the address that was checked.
+        .no_proxy()
         .timeout(Duration::from_secs(10))
         // Connect to the address that was checked, not whatever DNS says a moment later.
         .resolve(host.trim_matches(['[', ']']), addr)
@@ -404,6 +423,10 @@ mod tests {
             "fc00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }

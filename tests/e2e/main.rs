@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server binary on loopback, the real CLI as several users.
 
 mod audit;
+mod authz;
 mod concurrency;
 mod crash;
 mod diskfull;

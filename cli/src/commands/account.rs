@@ -132,8 +132,11 @@ impl Register {
             wrapped_keys: keys.wrap(&master.wrap_identity()),
         };
         let resp: LoginResponse = api.post("/v1/auth/register", &req).await?;
+        // Check (or pin) the server's audit key before keeping the session: a server whose key
+        // changed does not get this profile logged in.
+        let key = hex(crate::pin::server_key(ctx, &api).await?.as_bytes());
         let mut account = save(ctx, &api.base, &resp, &keys)?;
-        account.server_key = Some(hex(crate::pin::server_key(ctx, &api).await?.as_bytes()));
+        account.server_key = Some(key);
         ctx.output(&account, || {
             format!(
                 "Registered {} as a {} at {}; you are logged in.",
@@ -173,8 +176,11 @@ impl Login {
         if keys.recipient() != resp.user.age_recipient {
             return Err(integrity("the server returned keys of another account"));
         }
+        // Check (or pin) the server's audit key before keeping the session: a server whose key
+        // changed does not get this profile logged in.
+        let key = hex(crate::pin::server_key(ctx, &api).await?.as_bytes());
         let mut account = save(ctx, &api.base, &resp, &keys)?;
-        account.server_key = Some(hex(crate::pin::server_key(ctx, &api).await?.as_bytes()));
+        account.server_key = Some(key);
         ctx.output(&account, || {
             format!(
                 "Logged in as {} ({}) at {}.",

@@ -480,6 +480,7 @@ pub async fn open(
         &AuditHead {
             seq: appended.seq,
             hash: appended.linked.hash.clone(),
+            time: 0,
         },
     )?;
     let mut resp = OpenResponse {
