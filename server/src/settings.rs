@@ -26,6 +26,8 @@ pub struct Settings {
     pub allow_private_webhooks: bool,
     /// Rate limits.
     pub limits: crate::ratelimit::Limits,
+    /// Bytes of ciphertext one vault may hold.
+    pub quota: u64,
 }
 
 impl Default for Settings {
@@ -41,6 +43,7 @@ impl Default for Settings {
             grant_lifetime: 15 * 60,
             allow_private_webhooks: false,
             limits: Default::default(),
+            quota: 10 << 30,
         }
     }
 }

@@ -38,6 +38,8 @@ const AUDIT_HEADS: JsonTable = TableDefinition::new("audit_heads");
 const NOTIFY_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("notify_cursors");
 /// SHA-256(invite code) → time used
 const INVITES_USED: TableDefinition<&str, u64> = TableDefinition::new("invites_used");
+/// owner → bytes of ciphertext in the vault (for the quota)
+const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
 /// owner → [`WebhookRow`]
 const WEBHOOKS: JsonTable = TableDefinition::new("webhooks");
 /// (owner, n) → [`Delivery`]: the delivery log the owner can read
@@ -353,7 +355,27 @@ impl Tx {
 
     /// Stores a record's metadata (its blob must already be durable).
     pub fn put_record(&self, row: &RecordRow) -> StoreResult<()> {
+        if self.record(&row.owner, &row.id)?.is_none() {
+            self.add_usage(&row.owner, row.size as i128)?;
+        }
         self.put(RECORDS, &record_key(&row.owner, &row.id), row)
+    }
+
+    /// Bytes in `owner`'s vault.
+    pub fn usage(&self, owner: &UserId) -> StoreResult<u64> {
+        Ok(self
+            .txn
+            .open_table(USAGE)?
+            .get(owner.as_str())?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    fn add_usage(&self, owner: &UserId, delta: i128) -> StoreResult<()> {
+        let now = self.usage(owner)? as i128;
+        let new = (now + delta).clamp(0, u64::MAX as i128) as u64;
+        self.txn.open_table(USAGE)?.insert(owner.as_str(), new)?;
+        Ok(())
     }
 
     /// A record of `owner`.
@@ -363,7 +385,13 @@ impl Tx {
 
     /// Deletes a record's metadata; `false` if there was none.
     pub fn delete_record(&self, owner: &UserId, id: &RecordId) -> StoreResult<bool> {
-        self.remove(RECORDS, &record_key(owner, id))
+        match self.record(owner, id)? {
+            Some(row) => {
+                self.add_usage(owner, -(row.size as i128))?;
+                self.remove(RECORDS, &record_key(owner, id))
+            }
+            None => Ok(false),
+        }
     }
 
     /// A share.
@@ -511,6 +539,7 @@ impl Store {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(DELIVERIES)?;
+        txn.open_table(USAGE)?;
         for t in [
             USERS,
             SESSIONS,
@@ -732,6 +761,16 @@ impl Store {
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// Bytes in `owner`'s vault.
+    pub fn usage(&self, owner: &UserId) -> StoreResult<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(USAGE)?
+            .get(owner.as_str())?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// The highest audit seq already shown to `owner` as a notification.

@@ -62,7 +62,22 @@ fn the_data_directory_and_log_hold_no_plaintext_titles_passwords_or_tokens() {
     let doc = User::provider(&server, "doc", "doctor");
     let mut cmd = doc.command(&["fetch", share["link"].as_str().unwrap()]);
     cmd.env("HEALTHLOCK_PASSCODE", share["passcode"].as_str().unwrap());
-    assert_eq!(doc.run_with(cmd, None).code, 0);
+    let fetched = doc.run_with(cmd, None);
+    assert_eq!(fetched.code, 0);
+    // A failed fetch's error names no secret either.
+    let bad = doc.run(
+        &["fetch", share["link"].as_str().unwrap(), "--passcode-stdin"],
+        Some("9999-9999\n"),
+    );
+    let laptop = User::new(&server, "alice");
+    let wrong_login = laptop.run(
+        &["login", "--username", "alice", "--password-stdin"],
+        Some("CANARY-WRONG-PASSWORD\n"),
+    );
+    let cli_output = [fetched, bad, wrong_login]
+        .iter()
+        .map(|r| format!("{}{}", r.stdout, r.stderr))
+        .collect::<String>();
     server.invite("doctor");
 
     let token = share["token"].as_str().unwrap();
@@ -97,10 +112,26 @@ fn the_data_directory_and_log_hold_no_plaintext_titles_passwords_or_tokens() {
     );
     let log = server.log_text();
     assert!(log.contains("request"), "the log was captured");
-    for c in &canaries {
+    let not_in_output: [&[u8]; 6] = [
+        alice.password.as_bytes(),
+        doc.password.as_bytes(),
+        token.as_bytes(),
+        &token.as_bytes()[3..],
+        passcode.as_bytes(),
+        b"CANARY-WRONG-PASSWORD",
+    ];
+    for c in canaries.iter().chain(&not_in_output) {
         assert!(
             !contains(log.as_bytes(), c),
             "the server log contains {:?}",
+            String::from_utf8_lossy(c)
+        );
+    }
+    // The provider's output names the files it wrote; never a password, token or passcode.
+    for c in &not_in_output {
+        assert!(
+            !contains(cli_output.as_bytes(), c),
+            "the CLI output contains {:?}",
             String::from_utf8_lossy(c)
         );
     }
@@ -186,4 +217,19 @@ fn password_guessing_and_share_probing_are_rate_limited() {
     }
     assert_eq!(codes, [7, 7, 7, 7, 20, 20]);
     let _ = alice;
+}
+
+#[test]
+fn a_full_vault_refuses_uploads_until_records_are_deleted() {
+    let server = Server::start_with(&["--quota", "100KiB"]);
+    let alice = User::patient(&server, "alice");
+    let a = alice.upload(&alice.file("a.bin", &vec![1u8; 60 * 1024]), "lab", None);
+    let b = alice.file("b.bin", &vec![2u8; 60 * 1024]);
+    let r = alice.run(&["--json", "upload", b.to_str().unwrap()], None);
+    assert_eq!(r.code, 18, "{r:?}");
+    assert!(r.stderr.contains("vault is full"), "{r:?}");
+    assert!(files_below(&server.data.join("tmp")).is_empty());
+    assert_eq!(files_below(&server.data.join("blobs")).len(), 1);
+    alice.ok(&["delete", &a], None);
+    alice.upload(&b, "lab", None);
 }

@@ -55,6 +55,9 @@ struct ServeArgs {
     /// client address).
     #[arg(long, default_value_t = 10, env = "HEALTHLOCK_LOGIN_RATE")]
     login_rate: u32,
+    /// How much one patient's vault may hold, e.g. 10GiB.
+    #[arg(long, default_value = "10GiB", value_parser = parse_size, env = "HEALTHLOCK_QUOTA")]
+    quota: u64,
     /// Share opens a minute per account (twice as many per client address).
     #[arg(long, default_value_t = 60, env = "HEALTHLOCK_OPEN_RATE")]
     open_rate: u32,
@@ -134,6 +137,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         public_url: args.public_url,
         max_share_lifetime: args.max_share_lifetime,
         allow_private_webhooks: args.allow_private_webhooks,
+        quota: args.quota,
         limits: healthlock_server::ratelimit::Limits {
             login_per_min: args.login_rate,
             open_per_min: args.open_rate,

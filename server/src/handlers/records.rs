@@ -10,7 +10,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use healthlock_common::api::{HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, RecordInfo};
+use healthlock_common::api::{
+    ErrorCode, HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, RecordInfo,
+};
 use healthlock_common::envelope::MAX_SMALL_AGE_FILE;
 use healthlock_common::{Category, RecordId, UserId};
 
@@ -87,7 +89,25 @@ pub async fn store_upload(
     share: Option<healthlock_common::ShareId>,
 ) -> ApiResult<RecordInfo> {
     let h = UploadHeaders::parse(headers)?;
-    let received = state.blobs.receive(body, state.settings.max_upload).await?;
+    let quota = state.settings.quota;
+    let o = owner.clone();
+    let room = quota.saturating_sub(state.blocking(move |s| s.store.usage(&o)).await??);
+    let quota_full = move || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "your vault is full (quota {} MiB); delete records you no longer need",
+                quota >> 20
+            ),
+        )
+    };
+    let limit = state.settings.max_upload.min(room);
+    let received = match state.blobs.receive(body, limit).await {
+        Err(e) if e.body.code == ErrorCode::PayloadTooLarge && room < state.settings.max_upload => {
+            return Err(quota_full());
+        }
+        other => other?,
+    };
     let id = RecordId::random();
     let row = RecordRow {
         id: id.clone(),
@@ -105,10 +125,16 @@ pub async fn store_upload(
     let stored = row.clone();
     if let Err(e) = state
         .write(move |tx| {
+            // Concurrent uploads may have filled the vault meanwhile.
+            if tx.usage(&stored.owner)? + stored.size > quota {
+                return Ok(Err(quota_full()));
+            }
             tx.put_record(&stored)?;
-            tx.append_audit(&stored.owner, ev)
+            tx.append_audit(&stored.owner, ev)?;
+            Ok(Ok(()))
         })
         .await
+        .and_then(|r| r)
     {
         state.blobs.remove(&id).await;
         return Err(e);
