@@ -210,8 +210,6 @@ pub async fn download_decrypted(
             cur: Vec::new(),
             pos: 0,
         };
-        let decryptor = age::Decryptor::new(reader)?;
-        let mut plain = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity))?;
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
@@ -224,20 +222,9 @@ pub async fn download_decrypted(
             .open(&out_path)
             .with_context(|| format!("cannot write {}", out_path.display()))?;
         let mut out = std::io::BufWriter::with_capacity(4 * CHUNK, file);
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut size = 0u64;
-        loop {
-            let n = plain.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            size += n as u64;
-        }
+        let (sha, size) = healthlock_common::envelope::decrypt_stream(reader, &identity, &mut out)?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        Ok((healthlock_common::encoding::hex(&hasher.finalize()), size))
+        Ok((sha, size))
     });
 
     let mut hasher = Sha256::new();

@@ -50,6 +50,40 @@ pub fn open(
     Ok(out)
 }
 
+/// Decrypts a (possibly large) age file from `input` into `output` in 64 KiB pieces, never holding
+/// it whole, and returns the SHA-256 (hex) and size of the plaintext written. Every chunk is
+/// authenticated before it is written, and a truncated or extended file is an error — but bytes
+/// of earlier chunks may already be in `output`, so write to a temporary place and keep it only
+/// on `Ok`. This is the path every record body takes on its way to a file.
+pub fn decrypt_stream(
+    input: impl Read,
+    identity: &age::x25519::Identity,
+    mut output: impl Write,
+) -> Result<(String, u64), CryptoError> {
+    use sha2::Digest;
+    let decryptor = age::Decryptor::new(input).map_err(|e| CryptoError::Decrypt(e.to_string()))?;
+    let mut plain = decryptor
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|e| CryptoError::Decrypt(e.to_string()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = plain
+            .read(&mut buf)
+            .map_err(|e| CryptoError::Decrypt(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output
+            .write_all(&buf[..n])
+            .map_err(|e| CryptoError::Decrypt(format!("cannot write the plaintext: {e}")))?;
+        size += n as u64;
+    }
+    Ok((crate::encoding::hex(&hasher.finalize()), size))
+}
+
 /// A record's own key `R`.
 pub struct RecordKey(age::x25519::Identity);
 
