@@ -46,6 +46,14 @@ async fn security_headers(req: Request, next: axum::middleware::Next) -> axum::r
     resp
 }
 
+/// The OpenAPI description of this API (server/api/openapi.json, made by scripts/gen-openapi.py).
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../api/openapi.json"),
+    )
+}
+
 /// How long a request may take to be answered (uploads excepted: they have an idle timeout).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -57,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records", post(records::upload))
         .route("/v1/shares/{id}/records", post(shares::attach));
     Router::new()
+        .route("/openapi.json", get(openapi))
         .route("/v1/info", get(info::get))
         .route("/v1/server-key", get(info::server_key))
         .route("/.well-known/healthlock/server-key", get(info::server_key))

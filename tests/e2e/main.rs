@@ -8,6 +8,7 @@ mod diskfull;
 mod flow;
 mod hostile;
 mod notify;
+mod openapi;
 mod qr;
 mod refusals;
 mod tamper;
