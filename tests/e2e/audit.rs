@@ -144,21 +144,28 @@ fn removed_and_reordered_events_are_caught() {
     verify_fails(&alice, &[], "removed or reordered");
 }
 
-#[test]
-fn a_rolled_back_log_is_caught() {
-    let mut server = Server::start();
-    let (alice, _, rx) = busy_patient(&server);
+/// Copies the data directory, runs `later` (which the device verifies), then restarts the
+/// server on the older copy — as an operator restoring a backup, or an attacker, would.
+fn back_to_an_older_copy(server: &mut Server, later: impl FnOnce()) {
     let old = tempfile::tempdir().unwrap();
     server.stop();
     copy_dir(&server.data, old.path());
     server.restart();
-    alice.ok(&["share", &rx, "--role", "doctor"], None);
-    alice.ok(&["audit", "--verify"], None);
-    // The operator (or an attacker) restarts the server on the older copy of its data.
+    later();
     server.stop();
     std::fs::remove_dir_all(&server.data).unwrap();
     copy_dir(old.path(), &server.data);
     server.restart();
+}
+
+#[test]
+fn a_rolled_back_log_is_caught() {
+    let mut server = Server::start();
+    let (alice, _, rx) = busy_patient(&server);
+    back_to_an_older_copy(&mut server, || {
+        alice.ok(&["share", &rx, "--role", "doctor"], None);
+        alice.ok(&["audit", "--verify"], None);
+    });
     verify_fails(&alice, &[], "rolled back");
 }
 
@@ -166,17 +173,11 @@ fn a_rolled_back_log_is_caught() {
 fn a_forked_log_is_caught() {
     let mut server = Server::start();
     let (alice, _, rx) = busy_patient(&server);
-    let old = tempfile::tempdir().unwrap();
-    server.stop();
-    copy_dir(&server.data, old.path());
-    server.restart();
-    alice.ok(&["share", &rx, "--role", "doctor"], None);
-    alice.ok(&["audit", "--verify"], None);
-    // Back to the old copy, then a different history grows past what the device verified.
-    server.stop();
-    std::fs::remove_dir_all(&server.data).unwrap();
-    copy_dir(old.path(), &server.data);
-    server.restart();
+    back_to_an_older_copy(&mut server, || {
+        alice.ok(&["share", &rx, "--role", "doctor"], None);
+        alice.ok(&["audit", "--verify"], None);
+    });
+    // A different history grows past what the device verified.
     for _ in 0..3 {
         alice.ok(&["share", &rx, "--role", "diagnostics"], None);
     }

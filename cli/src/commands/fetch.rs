@@ -6,20 +6,16 @@ use crate::ctx::Ctx;
 use crate::error::{CliError, input, integrity};
 use crate::output::{Fetch, FetchedFile};
 use crate::secret_input::{self, Source};
-use crate::transfer::{Expected, download_decrypted, progress, upload_encrypted};
+use crate::transfer::{Expected, download_decrypted, progress};
 use anyhow::Result;
 use clap::Args;
-use healthlock_common::api::{
-    AuditProof, Challenge, ErrorCode, HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, OpenRequest,
-    OpenResponse, RecordInfo,
-};
+use healthlock_common::api::{AuditProof, Challenge, ErrorCode, OpenRequest, OpenResponse};
 use healthlock_common::audit;
 use healthlock_common::descriptor::{DescriptorEntry, ShareDescriptor};
-use healthlock_common::encoding::{b64, hex, sha256_hex};
+use healthlock_common::encoding::{hex, sha256_hex};
 use healthlock_common::envelope::{RecordKey, RecordMeta};
 use healthlock_common::token::{ShareSecret, normalize_origin, parse_link_or_token};
 use healthlock_common::{Category, Role, UserId, keys};
-use reqwest::Method;
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -420,34 +416,20 @@ impl Attach {
         }
         let patient = keys::parse_recipient(&opened.descriptor.patient_recipient)
             .map_err(|_| integrity("the descriptor's patient key is invalid"))?;
-        let filename = self
-            .file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "record".into());
-        let meta = RecordMeta {
-            title: self.title.clone().unwrap_or_else(|| filename.clone()),
-            filename: filename.clone(),
-            size: md.len(),
-        };
-        let key = RecordKey::generate();
         let share_id = opened.secret.share_id();
-        let request = opened
-            .api
-            .request(Method::POST, &format!("/v1/shares/{share_id}/records"))
-            .header(HEADER_CATEGORY, self.category.as_str())
-            .header(HEADER_ENVELOPE, b64(&key.seal_to(&patient)))
-            .header(HEADER_META, b64(&meta.seal(&key)));
-        let pb = progress(ctx.interactive(), md.len(), &filename);
-        let (info, sent): (RecordInfo, String) =
-            upload_encrypted(&opened.api, request, &self.file, key.recipient(), pb).await?;
-        if info.sha256 != sent {
-            return Err(integrity(
-                "the server stored different bytes than were sent",
-            ));
-        }
+        let sent = crate::commands::vault::send_record(
+            ctx,
+            &opened.api,
+            &format!("/v1/shares/{share_id}/records"),
+            &self.file,
+            self.category,
+            self.title.clone(),
+            &patient,
+        )
+        .await?;
+        let (info, title) = (sent.info.clone(), sent.view().title);
         let out = serde_json::json!({
-            "record": info.id, "share": share_id, "category": info.category, "title": meta.title,
+            "record": info.id, "share": share_id, "category": info.category, "title": title,
         });
         ctx.output(&out, || {
             format!(

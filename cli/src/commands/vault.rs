@@ -190,36 +190,16 @@ impl Upload {
         }
         let mut done = Vec::new();
         for file in &self.files {
-            let size = std::fs::metadata(file)?.len();
-            let filename = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "record".into());
-            let meta = RecordMeta {
-                title: self.title.clone().unwrap_or_else(|| filename.clone()),
-                filename: filename.clone(),
-                size,
-            };
-            let key = RecordKey::generate();
-            let request = api
-                .request(Method::POST, "/v1/records")
-                .header(HEADER_CATEGORY, self.category.as_str())
-                .header(HEADER_ENVELOPE, b64(&key.seal_to(&patient)))
-                .header(HEADER_META, b64(&meta.seal(&key)));
-            let pb = progress(ctx.interactive(), size, &filename);
-            let (info, sent_hash): (RecordInfo, String) =
-                upload_encrypted(&api, request, file, key.recipient(), pb).await?;
-            if info.sha256 != sent_hash {
-                return Err(integrity(format!(
-                    "the server stored different bytes for {filename} than were sent (record {})",
-                    info.id
-                )));
-            }
-            let opened = Opened {
-                info,
-                key: Some(key),
-                meta: Some(meta),
-            };
+            let opened = send_record(
+                ctx,
+                &api,
+                "/v1/records",
+                file,
+                self.category,
+                self.title.clone(),
+                &patient,
+            )
+            .await?;
             let view = opened.view();
             if !ctx.json {
                 println!(
@@ -227,7 +207,7 @@ impl Upload {
                     file.display(),
                     view.id,
                     view.category,
-                    human_size(size)
+                    human_size(view.size)
                 );
             }
             done.push(view);
@@ -237,6 +217,51 @@ impl Upload {
         }
         Ok(())
     }
+}
+
+/// Encrypts `file` as a new record sealed to `owner` (the patient) and streams it to `path`:
+/// the patient's upload and a doctor's attach differ only in where it goes and who `owner` is.
+pub async fn send_record(
+    ctx: &Ctx,
+    api: &Api,
+    path: &str,
+    file: &std::path::Path,
+    category: Category,
+    title: Option<String>,
+    owner: &age::x25519::Recipient,
+) -> Result<Opened> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| input(format!("cannot read {}: {e}", file.display())))?
+        .len();
+    let filename = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "record".into());
+    let meta = RecordMeta {
+        title: title.unwrap_or_else(|| filename.clone()),
+        filename: filename.clone(),
+        size,
+    };
+    let key = RecordKey::generate();
+    let request = api
+        .request(Method::POST, path)
+        .header(HEADER_CATEGORY, category.as_str())
+        .header(HEADER_ENVELOPE, b64(&key.seal_to(owner)))
+        .header(HEADER_META, b64(&meta.seal(&key)));
+    let pb = progress(ctx.interactive(), size, &filename);
+    let (info, sent_hash): (RecordInfo, String) =
+        upload_encrypted(api, request, file, key.recipient(), pb).await?;
+    if info.sha256 != sent_hash {
+        return Err(integrity(format!(
+            "the server stored different bytes for {filename} than were sent (record {})",
+            info.id
+        )));
+    }
+    Ok(Opened {
+        info,
+        key: Some(key),
+        meta: Some(meta),
+    })
 }
 
 /// Lists your records, decrypting titles on this machine.
