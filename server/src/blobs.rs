@@ -61,10 +61,19 @@ impl Blobs {
         records: &std::collections::HashSet<String>,
     ) -> std::io::Result<usize> {
         let mut removed = 0;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
+        let entries: Vec<_> = std::fs::read_dir(&self.dir)?.collect::<Result<_, _>>()?;
+        if records.is_empty() && !entries.is_empty() {
+            // An empty store beside existing blobs is a missing or replaced database, not a
+            // crash leftover: keep everything and say so.
+            tracing::warn!(
+                blobs = entries.len(),
+                "the store names no records but blobs/ is not empty; not sweeping"
+            );
+            return Ok(0);
+        }
+        for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !records.contains(&name) {
+            if entry.file_type()?.is_file() && !records.contains(&name) {
                 std::fs::remove_file(entry.path())?;
                 removed += 1;
             }

@@ -13,7 +13,7 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Requests per minute that each kind of key may make.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Logins, registrations and prelogins per account name (per client address: three times).
+    /// Logins per account name (per client address: 3× logins and registrations, 6× prelogins).
     pub login_per_min: u32,
     /// Share challenges and opens per account (per client address: twice).
     pub open_per_min: u32,

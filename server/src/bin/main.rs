@@ -51,14 +51,15 @@ struct ServeArgs {
     /// SSRF; turn on only when receivers live on your own network).
     #[arg(long, env = "HEALTHLOCK_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
-    /// Logins, registrations and prelogins a minute per account name (three times as many per
-    /// client address).
+    /// Logins a minute per account name; per client address: three times as many logins and
+    /// registrations, six times as many prelogins.
     #[arg(long, default_value_t = 10, env = "HEALTHLOCK_LOGIN_RATE")]
     login_rate: u32,
     /// How much one patient's vault may hold, e.g. 10GiB.
     #[arg(long, default_value = "10GiB", value_parser = parse_size, env = "HEALTHLOCK_QUOTA")]
     quota: u64,
-    /// Share opens a minute per account (twice as many per client address).
+    /// Share opens a minute per account (per client address: twice as many; challenges per
+    /// account: twice as many).
     #[arg(long, default_value_t = 60, env = "HEALTHLOCK_OPEN_RATE")]
     open_rate: u32,
 }

@@ -92,11 +92,16 @@ pub async fn store_upload(
     let quota = state.settings.quota;
     let o = owner.clone();
     let room = quota.saturating_sub(state.blocking(move |s| s.store.usage(&o)).await??);
+    let whose = if caller.user.id == owner {
+        "your"
+    } else {
+        "the patient's"
+    };
     let quota_full = move || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!(
-                "your vault is full (quota {} MiB); delete records you no longer need",
+                "{whose} vault is full (quota {} MiB); records must be deleted first",
                 quota >> 20
             ),
         )
