@@ -122,7 +122,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Opens the data directory and builds the state.
+/// Opens the data directory and builds the state (and starts its group commit: call it within
+/// a Tokio runtime).
 pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&settings.data_dir)?;
     let store = store::Store::open(&settings.data_dir.join("healthlock.redb"))?;
@@ -135,7 +136,8 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
     let audit_key = ed25519_dalek::SigningKey::from_bytes(&store.meta_secret("audit_key")?);
     let dummy_phc = accounts::hash_secret(&healthlock_common::random_bytes::<32>())
         .map_err(|e| anyhow::anyhow!("{:?}", e.body))?;
-    Ok(AppState(Arc::new(Inner {
+    let (syncs, waiters) = tokio::sync::mpsc::unbounded_channel();
+    let state = AppState(Arc::new(Inner {
         store,
         blobs,
         settings,
@@ -145,10 +147,13 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
         grants: Default::default(),
         prelogin_secret,
         audit_key,
+        syncs,
         changes: tokio::sync::watch::Sender::new(0),
         closing: tokio::sync::watch::Sender::new(false),
         dummy_phc,
-    })))
+    }));
+    tokio::spawn(state::group_commit(state.clone(), waiters));
+    Ok(state)
 }
 
 /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.

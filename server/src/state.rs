@@ -34,6 +34,8 @@ pub struct Inner {
     pub changes: tokio::sync::watch::Sender<u64>,
     /// Set when the server shuts down, so long-lived streams end and shutdown can finish.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Requests for the group commit's next sync.
+    pub syncs: tokio::sync::mpsc::UnboundedSender<SyncWaiter>,
     /// Signs audit checkpoints; its public half is published at `/v1/server-key`.
     pub audit_key: ed25519_dalek::SigningKey,
     /// A real Argon2id hash to verify against when the username is unknown, so a wrong username
@@ -77,13 +79,62 @@ impl AppState {
             .map_err(ApiError::internal)
     }
 
-    /// Runs `f` in one durable write transaction (see [`Store::write`]).
+    /// Runs `f` in one write transaction and returns once it is durable. Commits from
+    /// concurrent requests share one fsync (group commit): each commits without waiting for the
+    /// disk, then waits for the next sync, which covers every commit made before it.
     pub async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx) -> StoreResult<R> + Send + 'static,
+    ) -> ApiResult<R> {
+        let out = self.blocking(move |s| s.store.write_deferred(f)).await??;
+        self.durable().await?;
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(out)
+    }
+
+    /// [`AppState::write`] with its own fsync, for commits tied to files on disk (uploads), so a
+    /// failed sync can never later make durable a record whose blob was removed.
+    pub async fn write_durable<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Tx) -> StoreResult<R> + Send + 'static,
     ) -> ApiResult<R> {
         let out = self.blocking(move |s| s.store.write(f)).await??;
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
         Ok(out)
+    }
+
+    /// Waits until every commit made so far is durable.
+    async fn durable(&self) -> ApiResult<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.syncs
+            .send(tx)
+            .map_err(|_| ApiError::internal("the group commit stopped"))?;
+        rx.await
+            .map_err(|_| ApiError::internal("the group commit stopped"))??;
+        Ok(())
+    }
+}
+
+/// A waiter for the next group sync.
+pub type SyncWaiter = tokio::sync::oneshot::Sender<StoreResult<()>>;
+
+/// The group commit: waits for a waiter, takes every waiter queued by then, makes all earlier
+/// commits durable with one fsync, and answers them all.
+pub async fn group_commit(
+    state: AppState,
+    mut waiters: tokio::sync::mpsc::UnboundedReceiver<SyncWaiter>,
+) {
+    while let Some(first) = waiters.recv().await {
+        let mut batch = vec![first];
+        while let Ok(w) = waiters.try_recv() {
+            batch.push(w);
+        }
+        let s = state.clone();
+        let result = tokio::task::spawn_blocking(move || s.store.sync())
+            .await
+            .unwrap_or_else(|e| Err(crate::store::StoreError::Db(e.to_string())));
+        for w in batch {
+            let _ = w.send(result.clone());
+        }
     }
 }

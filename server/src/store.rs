@@ -11,7 +11,9 @@ use healthlock_common::descriptor::SignedDescriptor;
 use healthlock_common::encoding::serde_b64;
 use healthlock_common::kdf::KdfParams;
 use healthlock_common::{Category, RecordId, Role, ShareId, UserId};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -48,7 +50,7 @@ const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("we
 const META: JsonTable = TableDefinition::new("meta");
 
 /// Why the store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The disk is full: nothing was committed.
     #[error("disk full")]
@@ -563,7 +565,30 @@ impl Store {
     /// Runs `f` in one write transaction and commits (durably) if it returns `Ok` — including
     /// `Ok(Err(refusal))`, so a refusal's audit event is kept while the request still fails.
     pub fn write<R>(&self, f: impl FnOnce(&Tx) -> StoreResult<R>) -> StoreResult<R> {
-        let txn = self.db.begin_write()?;
+        self.write_with(Durability::Immediate, f)
+    }
+
+    /// [`Store::write`] without waiting for the disk: the commit is visible at once but durable
+    /// only after the next [`Store::sync`]. The server's group commit runs many of these, then
+    /// one `sync` for all, and answers none of them before that.
+    pub fn write_deferred<R>(&self, f: impl FnOnce(&Tx) -> StoreResult<R>) -> StoreResult<R> {
+        self.write_with(Durability::None, f)
+    }
+
+    /// Makes every commit so far durable, with one fsync.
+    pub fn sync(&self) -> StoreResult<()> {
+        self.db.begin_write()?.commit()?;
+        Ok(())
+    }
+
+    fn write_with<R>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&Tx) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)
+            .map_err(|e| StoreError::Db(e.to_string()))?;
         // Read the clock once the write lock is held, so commit order and time order agree.
         let tx = Tx {
             txn,

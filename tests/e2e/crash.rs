@@ -52,6 +52,8 @@ fn acknowledged_uploads_survive_sigkill_at_random_moments() {
     let alice = Arc::new(User::patient(&server, "alice"));
     let doc = Arc::new(User::provider(&server, "doc", "doctor"));
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    // Shares the CLI reported as made (their commits go through the group commit).
+    let acked_shares: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut total_attempts = 0usize;
     let mut checked_downloads = 0usize;
 
@@ -93,6 +95,7 @@ fn acknowledged_uploads_survive_sigkill_at_random_moments() {
             // Shares and fetches of what is already acknowledged, racing the uploads.
             let (alice, doc, acked, stop) =
                 (alice.clone(), doc.clone(), acked.clone(), stop.clone());
+            let acked_shares = acked_shares.clone();
             workers.push(std::thread::spawn(move || {
                 let mut k = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -103,7 +106,12 @@ fn acknowledged_uploads_survive_sigkill_at_random_moments() {
                     k += 1;
                     let r = alice.run(&["--json", "share", &id, "--role", "doctor"], None);
                     if r.code == 0 {
-                        let link = r.json()["link"].as_str().unwrap().to_owned();
+                        let share = r.json();
+                        acked_shares
+                            .lock()
+                            .unwrap()
+                            .push(share["id"].as_str().unwrap().to_owned());
+                        let link = share["link"].as_str().unwrap().to_owned();
                         let out = format!("fetch-{cycle}-{k}");
                         let _ = doc.run(&["fetch", &link, "-o", &out], None);
                         let _ = std::fs::remove_dir_all(doc.dir().join(out));
@@ -164,6 +172,20 @@ fn acknowledged_uploads_survive_sigkill_at_random_moments() {
             );
             checked_downloads += 1;
         }
+        // Every acknowledged share survived too.
+        let shares = alice.json(&["shares"], None);
+        let listed_shares: Vec<&str> = shares
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        for id in acked_shares.lock().unwrap().iter() {
+            assert!(
+                listed_shares.contains(&id.as_str()),
+                "cycle {cycle}: acknowledged share {id} lost (seed {seed})"
+            );
+        }
         // The audit chain still verifies and extends what was verified before the crash.
         alice.ok(&["audit", "--verify"], None);
     }
@@ -181,8 +203,9 @@ fn acknowledged_uploads_survive_sigkill_at_random_moments() {
     alice.ok(&["audit", "--verify", "--full"], None);
     eprintln!(
         "crash harness: {cycles} SIGKILL cycles, {total_attempts} upload attempts, {} acknowledged, \
-         0 lost, {} spot checks + {} final downloads verified",
+         0 lost; {} acknowledged shares, 0 lost; {} spot checks + {} final downloads verified",
         acked.len(),
+        acked_shares.lock().unwrap().len(),
         checked_downloads,
         acked.len()
     );

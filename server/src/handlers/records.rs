@@ -129,7 +129,7 @@ pub async fn store_upload(
     let ev = caller.event(action, share, Some(id.clone()), None);
     let stored = row.clone();
     if let Err(e) = state
-        .write(move |tx| {
+        .write_durable(move |tx| {
             // Concurrent uploads may have filled the vault meanwhile.
             if tx.usage(&stored.owner)? + stored.size > quota {
                 return Ok(Err(quota_full()));
