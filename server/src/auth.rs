@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use healthlock_common::api::ErrorCode;
 use healthlock_common::{RecordId, Role, ShareId};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A logged-in caller.
 pub struct Caller {
@@ -20,11 +20,30 @@ pub struct Caller {
 }
 
 /// The peer address of a request, for audit events.
-pub fn client_addr(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ci| ci.0.ip().to_string())
+///
+/// That is the TCP peer, unless the peer is one of the operator's trusted proxies: then it is
+/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries further
+/// left were written by the client and prove nothing).
+pub fn client_addr(parts: &Parts, trusted: &[IpAddr]) -> Option<String> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer.to_string());
+    }
+    let forwarded: Vec<IpAddr> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let client = forwarded
+        .iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .copied()
+        .unwrap_or(peer);
+    Some(client.to_string())
 }
 
 /// SHA-256 of a session token, hex.
@@ -50,7 +69,7 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(unauthenticated)?;
         let hash = token_hash(token.trim());
-        let client = client_addr(parts);
+        let client = client_addr(parts, &state.settings.trusted_proxies);
         let (idle, lifetime) = (state.settings.session_idle, state.settings.session_lifetime);
         let lookup = hash.clone();
         let found = state
@@ -134,10 +153,16 @@ impl Caller {
 /// The peer address as an extractor (for handlers without a session).
 pub struct ClientAddr(pub Option<String>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(client_addr(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_addr(
+            parts,
+            &state.settings.trusted_proxies,
+        )))
     }
 }

@@ -28,6 +28,8 @@ pub struct Settings {
     pub limits: crate::ratelimit::Limits,
     /// Bytes of ciphertext one vault may hold.
     pub quota: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (for rate limits and audit).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             allow_private_webhooks: false,
             limits: Default::default(),
             quota: 10 << 30,
+            trusted_proxies: Vec::new(),
         }
     }
 }

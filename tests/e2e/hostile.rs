@@ -233,3 +233,40 @@ fn a_full_vault_refuses_uploads_until_records_are_deleted() {
     alice.ok(&["delete", &a], None);
     alice.upload(&b, "lab", None);
 }
+
+/// A failed login for alice sent straight over HTTP with an `X-Forwarded-For` header; returns
+/// the client address her audit log recorded for it.
+fn recorded_client(server: &Server, alice: &User) -> String {
+    let body = br#"{"username":"alice","auth":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#;
+    let (status, _) = raw_http(
+        &server.url,
+        &format!(
+            "POST /v1/auth/login HTTP/1.1\r\nX-Forwarded-For: 198.51.100.7, 203.0.113.9\r\nContent-Type: application/json\r\nContent-Length: {}",
+            body.len()
+        ),
+        body,
+    );
+    assert_eq!(status, 401);
+    let events = alice.json_lines(&["audit"], None);
+    let e = events
+        .iter()
+        .rev()
+        .find(|e| e["action"] == "account.login" && e["allowed"] == false)
+        .expect("the failed login");
+    e["client"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn forwarded_addresses_count_only_from_a_trusted_proxy() {
+    let direct = Server::start();
+    let alice = User::patient(&direct, "alice");
+    assert_eq!(
+        recorded_client(&direct, &alice),
+        "127.0.0.1",
+        "a client cannot claim another address"
+    );
+    let proxied = Server::start_with(&["--trusted-proxy", "127.0.0.1"]);
+    let alice = User::patient(&proxied, "alice");
+    // The right-most entry the proxy added is the client; the left one is the client's claim.
+    assert_eq!(recorded_client(&proxied, &alice), "203.0.113.9");
+}

@@ -55,6 +55,14 @@ struct ServeArgs {
     /// registrations, six times as many prelogins.
     #[arg(long, default_value_t = 10, env = "HEALTHLOCK_LOGIN_RATE")]
     login_rate: u32,
+    /// A reverse proxy in front of the server (repeat, or separate with commas): requests from
+    /// it are attributed to the client its X-Forwarded-For names, for rate limits and audit.
+    #[arg(
+        long = "trusted-proxy",
+        value_delimiter = ',',
+        env = "HEALTHLOCK_TRUSTED_PROXY"
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// How much one patient's vault may hold, e.g. 10GiB.
     #[arg(long, default_value = "10GiB", value_parser = parse_size, env = "HEALTHLOCK_QUOTA")]
     quota: u64,
@@ -139,6 +147,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_share_lifetime: args.max_share_lifetime,
         allow_private_webhooks: args.allow_private_webhooks,
         quota: args.quota,
+        trusted_proxies: args.trusted_proxies,
         limits: healthlock_server::ratelimit::Limits {
             login_per_min: args.login_rate,
             open_per_min: args.open_rate,
