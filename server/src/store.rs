@@ -530,12 +530,57 @@ fn record_key(owner: &UserId, id: &RecordId) -> String {
     format!("{owner}/{id}")
 }
 
-/// The redb database.
+/// The redb database. After a failed commit (a full disk, an I/O error) redb refuses further
+/// writes until it is reopened, so the store reopens itself: the server recovers when space is
+/// freed, without a restart, and commits that never became durable are discarded.
 pub struct Store {
-    db: Database,
+    path: std::path::PathBuf,
+    db: std::sync::RwLock<Option<Database>>,
+}
+
+/// A shared handle on the open database.
+struct Db<'a>(std::sync::RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.0
+            .as_ref()
+            .expect("Store::db checks the database is open")
+    }
 }
 
 impl Store {
+    fn db(&self) -> StoreResult<Db<'_>> {
+        for _ in 0..2 {
+            let guard = self
+                .db
+                .read()
+                .map_err(|_| StoreError::Db("store lock poisoned".into()))?;
+            if guard.is_some() {
+                return Ok(Db(guard));
+            }
+            drop(guard);
+            self.reopen();
+        }
+        Err(StoreError::Db("the store could not be reopened".into()))
+    }
+
+    /// Drops the database handle and opens the file again (its last durable state).
+    fn reopen(&self) {
+        let Ok(mut guard) = self.db.write() else {
+            return;
+        };
+        guard.take();
+        match Database::create(&self.path) {
+            Ok(db) => {
+                tracing::warn!("store reopened after a failed commit");
+                *guard = Some(db);
+            }
+            Err(e) => tracing::error!(error = %e, "store could not be reopened; will retry"),
+        }
+    }
+
     /// Opens (or creates) the store file and its tables.
     pub fn open(path: &Path) -> StoreResult<Self> {
         let db = Database::create(path)?;
@@ -559,7 +604,10 @@ impl Store {
         txn.open_table(NOTIFY_CURSORS)?;
         txn.open_table(INVITES_USED)?;
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self {
+            path: path.to_owned(),
+            db: std::sync::RwLock::new(Some(db)),
+        })
     }
 
     /// Runs `f` in one write transaction and commits (durably) if it returns `Ok` — including
@@ -577,8 +625,18 @@ impl Store {
 
     /// Makes every commit so far durable, with one fsync.
     pub fn sync(&self) -> StoreResult<()> {
-        self.db.begin_write()?.commit()?;
-        Ok(())
+        let result = self
+            .db()?
+            .begin_write()
+            .map_err(StoreError::from)
+            .and_then(|t| {
+                t.commit()?;
+                Ok(())
+            });
+        if result.is_err() {
+            self.reopen();
+        }
+        result
     }
 
     fn write_with<R>(
@@ -586,7 +644,7 @@ impl Store {
         durability: Durability,
         f: impl FnOnce(&Tx) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(durability)
             .map_err(|e| StoreError::Db(e.to_string()))?;
         // Read the clock once the write lock is held, so commit order and time order agree.
@@ -595,13 +653,16 @@ impl Store {
             now: healthlock_common::time::now(),
         };
         let out = f(&tx)?;
-        tx.txn.commit()?;
+        if let Err(e) = tx.txn.commit() {
+            self.reopen();
+            return Err(e.into());
+        }
         Ok(out)
     }
 
     /// A server-wide secret, made on first use.
     pub fn meta_secret(&self, name: &str) -> StoreResult<[u8; 32]> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let secret = {
             let mut t = txn.open_table(META)?;
             let existing = t.get(name)?.map(|v| v.value().to_vec());
@@ -620,13 +681,13 @@ impl Store {
 
     /// The user with this (lowercase) name.
     pub fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRow>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         get_json(&txn.open_table(USERS)?, username)
     }
 
     /// The user with this id.
     pub fn user_by_id(&self, id: &UserId) -> StoreResult<Option<UserRow>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let name = txn
             .open_table(USER_IDS)?
             .get(id.as_str())?
@@ -639,19 +700,19 @@ impl Store {
 
     /// The session stored under this token hash.
     pub fn session(&self, token_hash: &str) -> StoreResult<Option<SessionRow>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         get_json(&txn.open_table(SESSIONS)?, token_hash)
     }
 
     /// A record of `owner`.
     pub fn record(&self, owner: &UserId, id: &RecordId) -> StoreResult<Option<RecordRow>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         get_json(&txn.open_table(RECORDS)?, &record_key(owner, id))
     }
 
     /// Every record of `owner`, oldest first.
     pub fn records(&self, owner: &UserId) -> StoreResult<Vec<RecordRow>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(RECORDS)?;
         let (lo, hi) = (format!("{owner}/"), format!("{owner}0"));
         let mut out = Vec::new();
@@ -664,13 +725,13 @@ impl Store {
 
     /// A share.
     pub fn share(&self, id: &ShareId) -> StoreResult<Option<ShareRow>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         get_json(&txn.open_table(SHARES)?, id.as_str())
     }
 
     /// Every share of `patient`, oldest first.
     pub fn shares(&self, patient: &UserId) -> StoreResult<Vec<ShareRow>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let index = txn.open_table(PATIENT_SHARES)?;
         let shares = txn.open_table(SHARES)?;
         let (lo, hi) = (format!("{patient}/"), format!("{patient}0"));
@@ -694,7 +755,7 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> StoreResult<(Vec<LinkedEntry>, AuditHead)> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let head = get_json(&txn.open_table(AUDIT_HEADS)?, owner.as_str())?.unwrap_or_default();
         let t = txn.open_table(AUDIT)?;
         let mut out = Vec::new();
@@ -712,7 +773,7 @@ impl Store {
     /// The seq just before the first event of `owner` at or after `since` (Unix seconds): a
     /// binary search over the log, whose times never decrease, so a long log is not scanned.
     pub fn audit_seq_before(&self, owner: &UserId, since: u64) -> StoreResult<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let size = get_json::<AuditHead>(&txn.open_table(AUDIT_HEADS)?, owner.as_str())?
             .unwrap_or_default()
             .seq;
@@ -740,7 +801,7 @@ impl Store {
 
     /// The id of every record (for the startup sweep of orphaned blobs).
     pub fn all_record_ids(&self) -> StoreResult<std::collections::HashSet<String>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(RECORDS)?;
         let mut out = std::collections::HashSet::new();
         for item in t.range(..)? {
@@ -754,7 +815,7 @@ impl Store {
 
     /// Every webhook, with its owner.
     pub fn webhooks(&self) -> StoreResult<Vec<(UserId, WebhookRow)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(WEBHOOKS)?;
         let mut out = Vec::new();
         for item in t.range(..)? {
@@ -768,13 +829,13 @@ impl Store {
 
     /// The owner's webhook.
     pub fn webhook(&self, owner: &UserId) -> StoreResult<Option<WebhookRow>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         get_json(&txn.open_table(WEBHOOKS)?, owner.as_str())
     }
 
     /// The owner's last `n` deliveries, newest last.
     pub fn deliveries(&self, owner: &UserId, n: usize) -> StoreResult<Vec<Delivery>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(DELIVERIES)?;
         let mut out = Vec::new();
         for item in t
@@ -790,7 +851,7 @@ impl Store {
 
     /// Bytes in `owner`'s vault.
     pub fn usage(&self, owner: &UserId) -> StoreResult<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn
             .open_table(USAGE)?
             .get(owner.as_str())?
@@ -800,7 +861,7 @@ impl Store {
 
     /// The highest audit seq already shown to `owner` as a notification.
     pub fn notify_cursor(&self, owner: &UserId) -> StoreResult<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn
             .open_table(NOTIFY_CURSORS)?
             .get(owner.as_str())?

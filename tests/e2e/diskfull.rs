@@ -78,6 +78,52 @@ fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
         std::fs::read(&small).unwrap()
     );
 
+    // With the disk completely full, every download is either refused with nothing written, or
+    // released with its audit event durable: never data without its event.
+    let rest = {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let _ = std::fs::write(data.join("filler2"), vec![0u8; rest as usize]);
+    let before = alice
+        .json_lines(&["audit"], None)
+        .iter()
+        .filter(|e| e["action"] == "record.download")
+        .count();
+    let mut released = 0;
+    for i in 0..20 {
+        let out = format!("full-{i}.pdf");
+        let r = alice.run(&["--json", "download", &id, "-o", &out], None);
+        if r.code == 0 {
+            released += 1;
+        } else {
+            eprintln!("refused: {}", r.stderr.trim());
+            assert!(!alice.dir().join(&out).exists(), "{r:?}");
+        }
+    }
+    let _ = std::fs::remove_file(data.join("filler2"));
+    let after = alice
+        .json_lines(&["audit"], None)
+        .iter()
+        .filter(|e| e["action"] == "record.download")
+        .count();
+    assert_eq!(
+        after - before,
+        released,
+        "each released download has its audit event"
+    );
+
     // Space is freed: uploads work again, without a restart.
     std::fs::remove_file(&filler).unwrap();
     let id2 = alice.upload(&big, "imaging", None);
