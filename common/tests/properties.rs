@@ -66,5 +66,13 @@ proptest! {
         let _ = serde_json::from_str::<healthlock_common::api::RegisterRequest>(&text);
         let _ = serde_json::from_str::<healthlock_common::audit::Checkpoint>(&text);
         let _ = serde_json::from_str::<healthlock_common::api::AuditPage>(&text);
+        let _ = serde_json::from_str::<healthlock_common::api::LoginRequest>(&text);
+        let _ = serde_json::from_str::<healthlock_common::api::PreloginRequest>(&text);
+        let _ = serde_json::from_str::<healthlock_common::api::OpenRequest>(&text);
+        let _ = serde_json::from_str::<healthlock_common::api::AckRequest>(&text);
+        let _ = serde_json::from_str::<healthlock_common::api::LoginResponse>(&text);
+        let _ = serde_json::from_str::<healthlock_common::api::ErrorResponse>(&text);
+        let _ = serde_json::from_str::<healthlock_common::descriptor::ShareDescriptor>(&text);
+        let _ = serde_json::from_str::<healthlock_common::audit::Entry>(&text);
     }
 }
