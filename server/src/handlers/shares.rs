@@ -393,7 +393,10 @@ pub async fn open(
     let (c, sid, proof_given) = (caller.clone(), id.clone(), req.passcode_proof.is_some());
     let step = state
         .write(move |tx| {
-            let row = tx.share(&sid)?.expect("the share was just read");
+            // (A share read a moment ago can vanish only if its creation never became durable.)
+            let Some(row) = tx.share(&sid)? else {
+                return Ok(Err(no_such_share()));
+            };
             if let Some(err) = refusal(&row, c.role(), tx.now) {
                 return refuse(tx, &row, &c, err);
             }
@@ -430,7 +433,9 @@ pub async fn open(
             let (c, sid) = (caller.clone(), id.clone());
             let step = state
                 .write(move |tx| {
-                    let mut row = tx.share(&sid)?.expect("shares are never deleted");
+                    let Some(mut row) = tx.share(&sid)? else {
+                        return Ok(Err(no_such_share()));
+                    };
                     if !correct {
                         let left = PASSCODE_LOCK_AT.saturating_sub(row.passcode_failures);
                         let msg = if left == 0 {
