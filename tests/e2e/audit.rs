@@ -9,15 +9,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// A patient whose log has a few events, one of them a pharmacist's access.
 fn busy_patient(server: &Server) -> (User, User, String) {
-    let alice = User::patient(server, "alice");
-    let rx = alice.upload(&alice.file("rx.pdf", b"Rx"), "prescription", None);
-    let link = alice.share(&[&rx], "pharmacist", &[])["link"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let bob = User::provider(server, "bob", "pharmacist");
-    bob.ok(&["fetch", &link], None);
-    (alice, bob, rx)
+    let s = healthlock_tests::PharmacyScene::new(server);
+    s.bob.ok(&["fetch", &s.link], None);
+    (s.alice, s.bob, s.rx)
 }
 
 fn user_id(u: &User) -> String {

@@ -7,6 +7,23 @@ use std::process::Command;
 
 struct Mount(std::path::PathBuf);
 
+/// Bytes free on the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -38,21 +55,7 @@ fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
     let id = alice.upload(&small, "lab", None);
 
     // Fill the disk, leaving about 512 KiB.
-    let free = {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let free = free_bytes(&data);
     let filler = data.join("filler");
     std::fs::write(&filler, vec![0u8; (free - 512 * 1024) as usize]).unwrap();
 
@@ -80,21 +83,7 @@ fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
 
     // With the disk completely full, every download is either refused with nothing written, or
     // released with its audit event durable: never data without its event.
-    let rest = {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let rest = free_bytes(&data);
     let _ = std::fs::write(data.join("filler2"), vec![0u8; rest as usize]);
     let before = alice
         .json_lines(&["audit"], None)

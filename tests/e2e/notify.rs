@@ -74,13 +74,8 @@ impl Drop for Watcher {
 }
 
 fn setup(server: &Server) -> (User, User, String) {
-    let alice = User::patient(server, "alice");
-    let rx = alice.upload(&alice.file("rx.pdf", b"Rx"), "prescription", None);
-    let link = alice.share(&[&rx], "pharmacist", &[])["link"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (alice, User::provider(server, "bob", "pharmacist"), link)
+    let s = healthlock_tests::PharmacyScene::new(server);
+    (s.alice, s.bob, s.link)
 }
 
 #[test]

@@ -88,22 +88,12 @@ fn action(body: &serde_json::Value) -> String {
 }
 
 fn setup(server: &Server) -> (User, User, String, String) {
-    let alice = User::patient(server, "alice");
-    let rx = alice.upload(&alice.file("rx.pdf", b"Rx"), "prescription", None);
-    let link = alice.share(&[&rx], "pharmacist", &[])["link"]
+    let s = healthlock_tests::PharmacyScene::new(server);
+    let key = s.alice.json(&["whoami"], None)["server_key"]
         .as_str()
         .unwrap()
         .to_owned();
-    let key = alice.json(&["whoami"], None)["server_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (
-        alice,
-        User::provider(server, "bob", "pharmacist"),
-        link,
-        key,
-    )
+    (s.alice, s.bob, s.link, key)
 }
 
 #[test]

@@ -497,3 +497,35 @@ pub fn open_raw(
         serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// The common scene: patient `alice` with one prescription shared with pharmacists, and
+/// pharmacist `bob` registered (who has not fetched yet).
+pub struct PharmacyScene {
+    /// The patient.
+    pub alice: User,
+    /// The pharmacist.
+    pub bob: User,
+    /// The prescription's record id.
+    pub rx: String,
+    /// The share's link.
+    pub link: String,
+}
+
+impl PharmacyScene {
+    /// Sets the scene up on `server`.
+    pub fn new(server: &Server) -> Self {
+        let alice = User::patient(server, "alice");
+        let rx = alice.upload(&alice.file("rx.pdf", b"Rx"), "prescription", None);
+        let link = alice.share(&[&rx], "pharmacist", &[])["link"]
+            .as_str()
+            .expect("link")
+            .to_owned();
+        let bob = User::provider(server, "bob", "pharmacist");
+        PharmacyScene {
+            alice,
+            bob,
+            rx,
+            link,
+        }
+    }
+}
