@@ -143,6 +143,11 @@ impl Profile {
         }
     }
 
+    fn write_json<T: Serialize>(&self, file: &str, value: &T) -> Result<()> {
+        self.ensure_dir()?;
+        write_private(&self.dir.join(file), &serde_json::to_vec_pretty(value)?)
+    }
+
     /// The remembered settings.
     pub fn config(&self) -> Result<ProfileConfig> {
         Ok(self.read_json("profile.json")?.unwrap_or_default())
@@ -150,11 +155,7 @@ impl Profile {
 
     /// Remembers the server.
     pub fn save_config(&self, config: &ProfileConfig) -> Result<()> {
-        self.ensure_dir()?;
-        write_private(
-            &self.dir.join("profile.json"),
-            &serde_json::to_vec_pretty(config)?,
-        )
+        self.write_json("profile.json", config)
     }
 
     /// The audit head last verified on this device.
@@ -164,11 +165,7 @@ impl Profile {
 
     /// Remembers a verified audit head.
     pub fn save_audit_head(&self, head: &AuditHead) -> Result<()> {
-        self.ensure_dir()?;
-        write_private(
-            &self.dir.join("audit-head.json"),
-            &serde_json::to_vec_pretty(head)?,
-        )
+        self.write_json("audit-head.json", head)
     }
 
     /// Where `notifications --watch` left off.
@@ -178,11 +175,7 @@ impl Profile {
 
     /// Remembers where `notifications --watch` left off.
     pub fn save_watch_cursor(&self, cursor: &WatchCursor) -> Result<()> {
-        self.ensure_dir()?;
-        write_private(
-            &self.dir.join("watch-cursor.json"),
-            &serde_json::to_vec(cursor)?,
-        )
+        self.write_json("watch-cursor.json", cursor)
     }
 
     /// The session, if logged in.
@@ -201,10 +194,7 @@ impl Profile {
             &self.dir.join("keys.json"),
             keys.to_secret_json().as_bytes(),
         )?;
-        write_private(
-            &self.dir.join("session.json"),
-            &serde_json::to_vec_pretty(session)?,
-        )
+        self.write_json("session.json", session)
     }
 
     /// The account's keys.
