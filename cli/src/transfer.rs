@@ -38,11 +38,13 @@ pub fn progress(show: bool, len: u64, label: &str) -> ProgressBar {
     pb
 }
 
-/// An `io::Write` that sends 64 KiB pieces into a channel and hashes them.
+/// Bytes read from the file at a time: a few age chunks per read system call.
+const READ: usize = 4 * CHUNK;
+
+/// An `io::Write` that sends 64 KiB pieces into a channel.
 struct ChannelWriter {
     tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
     buf: Vec<u8>,
-    hasher: Sha256,
 }
 
 impl ChannelWriter {
@@ -51,7 +53,6 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.hasher.update(&chunk);
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload was stopped")
         })
@@ -74,6 +75,9 @@ impl Write for ChannelWriter {
 
 /// Encrypts `file` to `recipient` and streams the ciphertext as the body of `request`.
 /// Returns the server's JSON answer and the SHA-256 of the ciphertext the client sent.
+///
+/// Reading and encryption run on a blocking thread; hashing and sending on the async runtime,
+/// so the two cores share the work (docs/performance.md).
 pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
     api: &Api,
     request: reqwest::RequestBuilder,
@@ -84,18 +88,17 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
     let mut src =
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(IN_FLIGHT);
-    let encrypt = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+    let encrypt = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut sink = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
-            hasher: Sha256::new(),
         };
-        let result: std::io::Result<String> = (|| {
+        let result: std::io::Result<()> = (|| {
             let encryptor =
                 age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
                     .map_err(std::io::Error::other)?;
             let mut w = encryptor.wrap_output(&mut sink)?;
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = vec![0u8; READ];
             loop {
                 let n = src.read(&mut buf)?;
                 if n == 0 {
@@ -107,9 +110,7 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
             w.finish()?;
             sink.send_buf()?;
             pb.finish_and_clear();
-            Ok(healthlock_common::encoding::hex(
-                &sink.hasher.clone().finalize(),
-            ))
+            Ok(())
         })();
         if let Err(e) = &result {
             // Fail the HTTP body too, so the server sees an incomplete upload and keeps nothing.
@@ -117,15 +118,37 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
         }
         result
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    // The hash of everything sent, once the body has ended.
+    let (hashed_tx, hashed) = tokio::sync::oneshot::channel();
+    let stream = futures_util::stream::unfold(
+        (rx, Sha256::new(), hashed_tx),
+        |(mut rx, mut hasher, hashed_tx)| async move {
+            match rx.recv().await {
+                Some(item) => {
+                    if let Ok(piece) = &item {
+                        hasher.update(piece);
+                    }
+                    Some((item, (rx, hasher, hashed_tx)))
+                }
+                None => {
+                    let _ = hashed_tx.send(healthlock_common::encoding::hex(&hasher.finalize()));
+                    None
+                }
+            }
+        },
+    );
     let sent = api
         .send(request.body(reqwest::Body::wrap_stream(stream)))
         .await;
     let encrypted = encrypt.await?;
     match (sent, encrypted) {
-        (Ok(resp), Ok(hash)) => Ok((api.decode(resp).await?, hash)),
+        (Ok(resp), Ok(())) => {
+            let answer = api.decode(resp).await?;
+            let hash = hashed
+                .await
+                .map_err(|_| integrity("the server answered before the whole upload was sent"))?;
+            Ok((answer, hash))
+        }
         (Err(e), Ok(_)) => Err(e),
         // The server stopped reading (e.g. too large): its answer is the real reason.
         (Err(e), Err(io)) if io.kind() == std::io::ErrorKind::BrokenPipe => Err(e),
