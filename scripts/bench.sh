@@ -2,12 +2,15 @@
 # Upload and fetch throughput of HealthLock next to the reference `age` CLI on the same file,
 # alternating rounds, with the peak RSS of each process. Not a test: it prints figures.
 #
-#   scripts/bench.sh [SIZE_MiB=256] [ROUNDS=3]
+#   scripts/bench.sh [SIZE_MiB=256] [ROUNDS=3] [PARALLEL=0]
 #
+# With PARALLEL=N it then runs N uploads at once and N fetches at once (each of its own record)
+# and prints the wall time and the server's peak memory across them.
 # Needs `age` (Debian package) for the baseline; /usr/bin/time for peak memory.
 set -euo pipefail
 SIZE=${1:-256}
 ROUNDS=${2:-3}
+PARALLEL=${3:-0}
 cd "$(dirname "$0")/.."
 cargo build --release -q -p healthlock -p healthlock-server
 BIN=$PWD/target/release
@@ -16,7 +19,7 @@ PORT=${BENCH_PORT:-18090}
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 cd "$WORK"
 export HEALTHLOCK_SERVER=http://127.0.0.1:$PORT
-"$BIN/healthlock-server" --data ./data --bind 127.0.0.1:$PORT --max-upload 8GiB 2>server.log &
+"$BIN/healthlock-server" --data ./data --bind 127.0.0.1:$PORT --max-upload 8GiB --quota 1024GiB 2>server.log &
 SERVER=$!
 until grep -q listening server.log; do kill -0 $SERVER || { cat server.log; exit 1; }; sleep 0.1; done
 
@@ -50,6 +53,7 @@ for r in $(seq "$ROUNDS"); do
 done
 SERVER_RSS=$(awk '/VmHWM/ {print $2}' /proc/$SERVER/status)
 
+
 python3 - "$SIZE" "$SERVER_RSS" <<'PY'
 import sys, statistics, collections
 size, server_rss = int(sys.argv[1]), int(sys.argv[2])
@@ -68,3 +72,48 @@ print(f"upload / age encrypt: {med('hl-upload') / med('age-encrypt'):.2f}x")
 print(f"fetch / age decrypt:  {med('hl-fetch') / med('age-decrypt'):.2f}x")
 print(f"server peak RSS: {server_rss / 1024:.1f} MiB")
 PY
+
+if [ "$PARALLEL" -gt 0 ]; then
+  # Free the disk first: every round's record, and the fetched copies.
+  for id in $(as patient "$BIN/healthlock" --json records | python3 -c 'import json,sys; print(" ".join(r["id"] for r in json.load(sys.stdin)))'); do
+    as patient "$BIN/healthlock" delete "$id" >/dev/null
+  done
+  rm -rf fetched
+  WANT=$(sha256sum input.bin | cut -d' ' -f1)
+  PIDS=()
+  T0=$(date +%s%N)
+  for i in $(seq "$PARALLEL"); do
+    /usr/bin/time -f "%M" -o "up-$i.rss" env XDG_CONFIG_HOME="$WORK/patient" "$BIN/healthlock" upload input.bin --category imaging --title "copy $i" >/dev/null 2>>cmd.log &
+    PIDS+=($!)
+  done
+  wait "${PIDS[@]}" # not a bare wait: that would wait for the server too
+  PIDS=()
+  T1=$(date +%s%N)
+  LINKS=$(as patient "$BIN/healthlock" --json records | python3 -c 'import json,sys; print(" ".join(r["id"] for r in json.load(sys.stdin)))')
+  i=0
+  for id in $LINKS; do
+    i=$((i + 1))
+    as patient "$BIN/healthlock" --json share "$id" --role doctor | python3 -c 'import json,sys; print(json.load(sys.stdin)["link"])' > "link-$i"
+  done
+  T2=$(date +%s%N)
+  for i in $(seq "$PARALLEL"); do
+    /usr/bin/time -f "%M" -o "down-$i.rss" env XDG_CONFIG_HOME="$WORK/doctor" "$BIN/healthlock" --json fetch "$(cat "link-$i")" -o "par-$i" > "par-$i.json" 2>>cmd.log &
+    PIDS+=($!)
+  done
+  wait "${PIDS[@]}"
+  T3=$(date +%s%N)
+  for i in $(seq "$PARALLEL"); do
+    python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["files"]; sys.exit(f[0]["sha256"] != sys.argv[2])' "par-$i.json" "$WANT" \
+      || { echo "parallel fetch $i differs!"; exit 1; }
+    rm -rf "par-$i"
+  done
+  PAR_RSS=$(awk '/VmHWM/ {print $2}' /proc/$SERVER/status)
+  python3 - "$SIZE" "$PARALLEL" "$T0" "$T1" "$T2" "$T3" "$PAR_RSS" <<'PY'
+import sys, glob
+size, n, t0, t1, t2, t3, rss = map(int, sys.argv[1:])
+up, down = (t1 - t0) / 1e9, (t3 - t2) / 1e9
+cli = max(int(open(f).read().split()[-1]) for f in glob.glob("*-*.rss")) / 1024
+print(f"{n} uploads at once: {up:.2f} s ({n * size / up:.0f} MiB/s in all); {n} fetches at once: {down:.2f} s ({n * size / down:.0f} MiB/s)")
+print(f"peak RSS: server {rss / 1024:.1f} MiB (since start), largest CLI {cli:.1f} MiB")
+PY
+fi

@@ -639,9 +639,29 @@ impl Store {
         result
     }
 
+    /// [`Store::write`] with the transaction's clock set to `now` (Unix seconds): for loading
+    /// history, such as the large-store benchmark's years of audit events. The server itself
+    /// always writes at the current time.
+    pub fn write_as_of<R>(
+        &self,
+        now: u64,
+        f: impl FnOnce(&Tx) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        self.write_with_clock(Durability::Immediate, Some(now), f)
+    }
+
     fn write_with<R>(
         &self,
         durability: Durability,
+        f: impl FnOnce(&Tx) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        self.write_with_clock(durability, None, f)
+    }
+
+    fn write_with_clock<R>(
+        &self,
+        durability: Durability,
+        now: Option<u64>,
         f: impl FnOnce(&Tx) -> StoreResult<R>,
     ) -> StoreResult<R> {
         let mut txn = self.db()?.begin_write()?;
@@ -650,7 +670,7 @@ impl Store {
         // Read the clock once the write lock is held, so commit order and time order agree.
         let tx = Tx {
             txn,
-            now: healthlock_common::time::now(),
+            now: now.unwrap_or_else(healthlock_common::time::now),
         };
         let out = f(&tx)?;
         if let Err(e) = tx.txn.commit() {

@@ -1,21 +1,24 @@
 //! Share opens per second against the real server binary, each with its audit event durable
 //! before the reply: 64 client threads, each doing challenge + signed open over loopback.
 //!
-//!   cargo build --release --workspace && cargo bench -p healthlock-tests --bench open_rate [-- OPENS]
+//!   cargo build --release --workspace && cargo bench -p healthlock-tests --bench open_rate [-- OPENS] [-- --close]
 //!
-//! Uses the release binaries when built, else the debug ones. Not a test: it prints figures.
+//! Each client keeps its connection open, as the CLI does between challenge and open; `--close`
+//! makes a new connection per request instead. Uses the release binaries when built, else the
+//! debug ones. Not a test: it prints figures.
 
-use healthlock_common::token::parse_link_or_token;
+use healthlock_common::token::{ShareSecret, parse_link_or_token};
 use healthlock_tests::{Server, User, open_raw};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn main() {
-    let total: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(6_400);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let total: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(6_400);
+    let close = args.iter().any(|a| a == "--close");
     let clients = 64;
     let server = Server::start_with(&["--open-rate", "100000000"]);
     let alice = User::patient(&server, "alice");
@@ -35,11 +38,15 @@ fn main() {
                 (url.clone(), session.clone(), link.clone(), next.clone());
             std::thread::spawn(move || {
                 let secret = parse_link_or_token(&link).unwrap().secret;
+                let mut conn = (!close).then(|| Conn::new(&url));
                 let mut lat = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < total {
                     let t = Instant::now();
-                    let (status, body) = open_raw(&url, &session, &secret, None);
-                    assert_eq!(status, 200, "{body}");
+                    let status = match &mut conn {
+                        Some(c) => c.open(&url, &session, &secret),
+                        None => open_raw(&url, &session, &secret, None).0,
+                    };
+                    assert_eq!(status, 200);
                     lat.push(t.elapsed());
                 }
                 lat
@@ -55,9 +62,14 @@ fn main() {
     let pct =
         |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     println!(
-        "share opens: {} in {secs:.2} s = {:.0}/s with {clients} clients; latency p50 {:.1} ms, p99 {:.1} ms (challenge + open)",
+        "share opens: {} in {secs:.2} s = {:.0}/s with {clients} clients ({}); latency p50 {:.1} ms, p99 {:.1} ms (challenge + open)",
         lat.len(),
         lat.len() as f64 / secs,
+        if close {
+            "a connection per request"
+        } else {
+            "keep-alive"
+        },
         pct(0.5),
         pct(0.99)
     );
@@ -68,4 +80,76 @@ fn main() {
         .filter(|e| e["action"] == "share.open" && e["allowed"] == true)
         .count();
     assert_eq!(opens, lat.len(), "every open was audited");
+}
+
+/// One kept-alive HTTP/1.1 connection: just enough client for JSON requests and answers.
+struct Conn {
+    host: String,
+    stream: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn new(url: &str) -> Self {
+        let host = url.trim_start_matches("http://").to_owned();
+        let stream = TcpStream::connect(&host).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Self {
+            host,
+            stream: BufReader::new(stream),
+        }
+    }
+
+    fn post(&mut self, path: &str, session: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {session}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(&[head.as_bytes(), body].concat())
+            .expect("write");
+        let mut line = String::new();
+        self.stream.read_line(&mut line).expect("status line");
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        let mut len = 0;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).expect("header");
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().expect("length");
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).expect("body");
+        (status, body)
+    }
+
+    /// Challenge, then the signed open, as `healthlock fetch` does.
+    fn open(&mut self, url: &str, session: &str, secret: &ShareSecret) -> u16 {
+        let id = secret.share_id();
+        let (status, challenge) = self.post(&format!("/v1/shares/{id}/challenge"), session, b"{}");
+        assert_eq!(status, 200);
+        let challenge: serde_json::Value = serde_json::from_slice(&challenge).expect("JSON");
+        let nonce = challenge["nonce"].as_str().expect("nonce");
+        let req = serde_json::json!({
+            "nonce": nonce,
+            "origin": url,
+            "signature": healthlock_common::encoding::b64(&secret.sign_open(url, nonce).to_bytes()),
+        });
+        let (status, _) = self.post(
+            &format!("/v1/shares/{id}/open"),
+            session,
+            &serde_json::to_vec(&req).expect("JSON"),
+        );
+        status
+    }
 }
