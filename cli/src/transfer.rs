@@ -10,6 +10,7 @@ use crate::client::Api;
 use crate::error::{CliError, integrity};
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
+use healthlock_common::write_behind::WriteBehind;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
@@ -38,7 +39,8 @@ pub fn progress(show: bool, len: u64, label: &str) -> ProgressBar {
     pb
 }
 
-/// Bytes read from the file at a time: a few age chunks per read system call.
+/// Bytes read from the file, and sent as one piece, at a time: a few age chunks per system call
+/// and per hand-over between threads.
 const READ: usize = 4 * CHUNK;
 
 /// An `io::Write` that sends 64 KiB pieces into a channel.
@@ -52,7 +54,7 @@ impl ChannelWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(READ + CHUNK));
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload was stopped")
         })
@@ -62,7 +64,7 @@ impl ChannelWriter {
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
+        if self.buf.len() >= READ {
             self.send_buf()?;
         }
         Ok(data.len())
@@ -91,7 +93,7 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
     let encrypt = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut sink = ChannelWriter {
             tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
+            buf: Vec::with_capacity(READ + CHUNK),
         };
         let result: std::io::Result<()> = (|| {
             let encryptor =
@@ -244,9 +246,9 @@ pub async fn download_decrypted(
         let file = opts
             .open(&out_path)
             .with_context(|| format!("cannot write {}", out_path.display()))?;
-        let mut out = std::io::BufWriter::with_capacity(4 * CHUNK, file);
+        let mut out = std::io::BufWriter::with_capacity(READ, WriteBehind::new(file));
         let (sha, size) = healthlock_common::envelope::decrypt_stream(reader, &identity, &mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        out.into_inner().map_err(|e| e.into_error())?.sync()?;
         Ok((sha, size))
     });
 

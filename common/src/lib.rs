@@ -28,6 +28,7 @@ pub mod keys;
 pub mod policy;
 pub mod time;
 pub mod token;
+pub mod write_behind;
 
 pub use error::CryptoError;
 pub use ids::{RecordId, ShareId, UserId};

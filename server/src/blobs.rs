@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use futures_util::StreamExt;
 use healthlock_common::RecordId;
 use healthlock_common::api::ErrorCode;
+use healthlock_common::write_behind::WriteBehind;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,9 +21,6 @@ const UPLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const WRITE_QUEUE: usize = 16;
 /// Size of each write to the file: page-cache writes cost far more per byte when small.
 const WRITE_BUFFER: usize = 1 << 20;
-/// Bytes written between two writeback starts: one efficient disk write, and at most this much
-/// left for the final sync.
-const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// The blob directory pair.
 pub struct Blobs {
@@ -97,9 +95,8 @@ impl Blobs {
 
     /// Streams a request body into a temp file, refusing more than `max` bytes, and fsyncs it.
     ///
-    /// This task receives and hashes; a blocking thread writes, and asks the kernel to start
-    /// writing each range to disk as soon as it is complete, so the disk works while the network
-    /// does and the final fsync has only the last few MiB left (docs/performance.md).
+    /// This task receives and hashes; a blocking thread writes behind it ([`WriteBehind`]), so
+    /// the disk works while the network does and the final fsync has only the last few MiB left.
     pub async fn receive(&self, body: Body, max: u64) -> ApiResult<Received> {
         let mut received = Received {
             path: self.tmp.join(healthlock_common::encoding::hex(
@@ -181,42 +178,17 @@ enum Piece {
     End,
 }
 
-/// Writes pieces in large writes, starting writeback of every [`WRITEBACK_STEP`] as it goes, and
-/// syncs at [`Piece::End`].
+/// Writes pieces in large writes, starting writeback as it goes, and syncs at [`Piece::End`].
 fn write_behind(file: std::fs::File, mut rx: mpsc::Receiver<Piece>) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-    let (mut written, mut started) = (0u64, 0u64);
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, WriteBehind::new(file));
     while let Some(piece) = rx.blocking_recv() {
         let Piece::Data(bytes) = piece else {
-            return out.into_inner().map_err(|e| e.into_error())?.sync_all();
+            return out.into_inner().map_err(|e| e.into_error())?.sync();
         };
         out.write_all(&bytes)?;
-        written += bytes.len() as u64;
-        if written - started >= WRITEBACK_STEP {
-            out.flush()?;
-            start_writeback(out.get_ref(), started, written - started);
-            started = written;
-        }
     }
     Err(std::io::Error::new(
         std::io::ErrorKind::Interrupted,
         "upload abandoned",
     ))
 }
-
-/// Asks the kernel to start writing a range to disk now rather than at the final sync: on Linux
-/// `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages (and drops pages already
-/// clean, so uploads do not crowd the page cache). Advice only: durability comes from the sync at
-/// the end, so a refusal changes nothing but speed.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    let _ = rustix::fs::fadvise(
-        file,
-        offset,
-        std::num::NonZeroU64::new(len),
-        rustix::fs::Advice::DontNeed,
-    );
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_: &std::fs::File, _: u64, _: u64) {}
