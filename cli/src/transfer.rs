@@ -1,10 +1,12 @@
 //! Streaming encryption and decryption of record bodies.
 //!
-//! Upload: file → age (on a blocking thread, 64 KiB pieces) → bounded channel → HTTP body, so
-//! reading and encrypting run on one core while the network and server use the other, and no
-//! document is ever whole in memory. Download is the mirror image; the plaintext goes to a hidden
-//! temp file beside the destination and is renamed into place only after the ciphertext's size
-//! and SHA-256 match what the patient signed and age has authenticated every chunk.
+//! Upload: file → age (on a blocking thread) → 256 KiB pieces through a bounded channel → hash and
+//! HTTP body, so reading and encrypting run on one core while hashing, the network and the server
+//! use the other, and no document is ever whole in memory. Download is the mirror image; the
+//! plaintext goes to a hidden temp file beside the destination, written behind
+//! ([`WriteBehind`]) so its fsync is short, and is renamed into place only after the
+//! ciphertext's size and SHA-256 match what the patient signed and age has authenticated every
+//! chunk.
 
 use crate::client::Api;
 use crate::error::{CliError, integrity};
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 const CHUNK: usize = 64 * 1024;
-/// Pieces in flight between the crypto thread and the network: bounds memory at ~0.5 MiB.
+/// Pieces in flight between the crypto thread and the network: bounds memory at ~2.5 MiB.
 const IN_FLIGHT: usize = 8;
 
 /// A progress bar on stderr, or a hidden one when stderr is not a terminal or output is JSON.
@@ -43,7 +45,7 @@ pub fn progress(show: bool, len: u64, label: &str) -> ProgressBar {
 /// and per hand-over between threads.
 const READ: usize = 4 * CHUNK;
 
-/// An `io::Write` that sends 64 KiB pieces into a channel.
+/// An `io::Write` that sends pieces of [`READ`] bytes or more into a channel.
 struct ChannelWriter {
     tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
     buf: Vec<u8>,
