@@ -139,10 +139,12 @@ impl Blobs {
                     format!("the upload is larger than this server accepts ({max} bytes)"),
                 ));
             }
-            hasher.update(&chunk);
-            if tx.send(Piece::Data(chunk)).await.is_err() {
-                // The writer stopped on an error (a full disk, say): its result says which.
-                break;
+            // Once the writer has stopped on an error (a full disk, say), the rest is read and
+            // dropped: a client still sending when the answer comes would see a broken pipe
+            // instead of the reason, which the writer's result gives below.
+            if !tx.is_closed() {
+                hasher.update(&chunk);
+                let _ = tx.send(Piece::Data(chunk)).await;
             }
         }
         // If the writer already failed this send fails too, and its error is the answer.

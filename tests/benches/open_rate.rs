@@ -7,8 +7,8 @@
 //! makes a new connection per request instead. Uses the release binaries when built, else the
 //! debug ones. Not a test: it prints figures.
 
-use healthlock_common::token::{ShareSecret, parse_link_or_token};
-use healthlock_tests::{Server, User, open_raw};
+use healthlock_common::token::parse_link_or_token;
+use healthlock_tests::{Server, User, open_over, open_raw};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -43,7 +43,15 @@ fn main() {
                 while next.fetch_add(1, Ordering::Relaxed) < total {
                     let t = Instant::now();
                     let status = match &mut conn {
-                        Some(c) => c.open(&url, &session, &secret),
+                        Some(c) => {
+                            open_over(
+                                |path, body| c.post(&path, &session, body),
+                                &url,
+                                &secret,
+                                None,
+                            )
+                            .0
+                        }
                         None => open_raw(&url, &session, &secret, None).0,
                     };
                     assert_eq!(status, 200);
@@ -99,7 +107,7 @@ impl Conn {
         }
     }
 
-    fn post(&mut self, path: &str, session: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    fn post(&mut self, path: &str, session: &str, body: &[u8]) -> (u16, String) {
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {session}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.host,
@@ -130,26 +138,6 @@ impl Conn {
         }
         let mut body = vec![0; len];
         self.stream.read_exact(&mut body).expect("body");
-        (status, body)
-    }
-
-    /// Challenge, then the signed open, as `healthlock fetch` does.
-    fn open(&mut self, url: &str, session: &str, secret: &ShareSecret) -> u16 {
-        let id = secret.share_id();
-        let (status, challenge) = self.post(&format!("/v1/shares/{id}/challenge"), session, b"{}");
-        assert_eq!(status, 200);
-        let challenge: serde_json::Value = serde_json::from_slice(&challenge).expect("JSON");
-        let nonce = challenge["nonce"].as_str().expect("nonce");
-        let req = serde_json::json!({
-            "nonce": nonce,
-            "origin": url,
-            "signature": healthlock_common::encoding::b64(&secret.sign_open(url, nonce).to_bytes()),
-        });
-        let (status, _) = self.post(
-            &format!("/v1/shares/{id}/open"),
-            session,
-            &serde_json::to_vec(&req).expect("JSON"),
-        );
-        status
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 }

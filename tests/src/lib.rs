@@ -464,7 +464,6 @@ pub fn open_raw(
     secret: &healthlock_common::token::ShareSecret,
     passcode: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let id = secret.share_id();
     let post = |path: String, body: &[u8]| {
         raw_http(
             url,
@@ -475,6 +474,18 @@ pub fn open_raw(
             body,
         )
     };
+    open_over(post, url, secret, passcode)
+}
+
+/// The open protocol — challenge, then the signed open — over any way of POSTing JSON:
+/// `post(path, body)` returns the status and the body.
+pub fn open_over(
+    mut post: impl FnMut(String, &[u8]) -> (u16, String),
+    url: &str,
+    secret: &healthlock_common::token::ShareSecret,
+    passcode: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let id = secret.share_id();
     let (status, challenge) = post(format!("/v1/shares/{id}/challenge"), b"{}");
     assert_eq!(status, 200, "{challenge}");
     let challenge: serde_json::Value = serde_json::from_str(&challenge).expect("challenge JSON");
