@@ -11,6 +11,9 @@ set -euo pipefail
 SIZE=${1:-256}
 ROUNDS=${2:-3}
 PARALLEL=${3:-0}
+for tool in age age-keygen /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "bench.sh needs $tool: apt-get install age time" >&2; exit 2; }
+done
 cd "$(dirname "$0")/.."
 cargo build --release -q -p healthlock -p healthlock-server
 BIN=$PWD/target/release

@@ -3,8 +3,8 @@
 //! Upload: file → age (on a blocking thread) → 256 KiB pieces through a bounded channel → hash and
 //! HTTP body, so reading and encrypting run on one core while hashing, the network and the server
 //! use the other, and no document is ever whole in memory. Download is the mirror image; the
-//! plaintext goes to a hidden temp file beside the destination, written behind
-//! ([`WriteBehind`]) so its fsync is short, and is renamed into place only after the
+//! plaintext goes to a hidden temp file beside the destination ([`DurableWriter`]: direct I/O
+//! where the disk allows, so its fsync is short), and is renamed into place only after the
 //! ciphertext's size and SHA-256 match what the patient signed and age has authenticated every
 //! chunk.
 
@@ -12,7 +12,7 @@ use crate::client::Api;
 use crate::error::{CliError, integrity};
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
-use healthlock_common::write_behind::WriteBehind;
+use healthlock_common::durable_write::DurableWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
@@ -58,7 +58,7 @@ impl ChannelWriter {
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(READ + CHUNK));
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload was stopped")
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the transfer was stopped")
         })
     }
 }
@@ -229,29 +229,30 @@ pub async fn download_decrypted(
         healthlock_common::encoding::hex(&healthlock_common::random_bytes::<8>())
     ));
     let resp = api.send(api.request(Method::GET, path)).await?;
+    // Three stages, so both cores work: this task receives and hashes the ciphertext, one thread
+    // decrypts, another hashes the plaintext and writes it (direct I/O waits for the disk).
     let (tx, rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let (plain_tx, plain_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(IN_FLIGHT);
     let out_path = tmp.clone();
-    let decrypt = tokio::task::spawn_blocking(move || -> Result<(String, u64)> {
+    let writer = tokio::task::spawn_blocking(move || write_plaintext(&out_path, plain_rx));
+    let decrypt = tokio::task::spawn_blocking(move || -> Result<u64> {
         let reader = ChannelReader {
             rx,
             cur: Vec::new(),
             pos: 0,
         };
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            // Health data: readable by its owner only, from the first byte.
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
+        let mut sink = ChannelWriter {
+            tx: plain_tx.clone(),
+            buf: Vec::with_capacity(READ + CHUNK),
+        };
+        let result = healthlock_common::envelope::decrypt_into(reader, &identity, &mut sink)
+            .map_err(anyhow::Error::from)
+            .and_then(|size| Ok(sink.send_buf().map(|()| size)?));
+        if let Err(e) = &result {
+            // Tell the writer not to sync a file that is about to be removed.
+            let _ = plain_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
-        let file = opts
-            .open(&out_path)
-            .with_context(|| format!("cannot write {}", out_path.display()))?;
-        let mut out = std::io::BufWriter::with_capacity(READ, WriteBehind::new(file));
-        let (sha, size) = healthlock_common::envelope::decrypt_stream(reader, &identity, &mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?.sync()?;
-        Ok((sha, size))
+        result
     });
 
     let mut hasher = Sha256::new();
@@ -278,6 +279,7 @@ pub async fn download_decrypted(
     }
     drop(tx);
     let decrypted = decrypt.await?;
+    let written = writer.await?;
     pb.finish_and_clear();
     let cleanup = || {
         let _ = std::fs::remove_file(&tmp);
@@ -286,6 +288,14 @@ pub async fn download_decrypted(
         cleanup();
         return Err(e);
     }
+    // A write failure (a full disk, say) is the reason, even though decryption stopped too.
+    let plaintext = match written {
+        Ok(done) => done,
+        Err(e) => {
+            cleanup();
+            return Err(e);
+        }
+    };
     let sha = healthlock_common::encoding::hex(&hasher.finalize());
     if received != expected.size || sha != expected.sha256 {
         cleanup();
@@ -294,11 +304,14 @@ pub async fn download_decrypted(
             expected.size
         )));
     }
-    let (sha256, size) = match decrypted {
-        Ok(v) => v,
-        Err(e) => {
+    let (sha256, size) = match (decrypted, plaintext) {
+        (Ok(_), Some(v)) => v,
+        (decrypted, _) => {
             cleanup();
-            return Err(integrity(format!("the record does not decrypt: {e}")));
+            let why = decrypted
+                .err()
+                .map_or("it stopped early".into(), |e| e.to_string());
+            return Err(integrity(format!("the record does not decrypt: {why}")));
         }
     };
     if !force && dest.exists() {
@@ -314,4 +327,39 @@ pub async fn download_decrypted(
         sha256,
         size,
     })
+}
+
+/// Hashes and writes the plaintext of a download into a new owner-only file at `path`, durably.
+/// `Ok(None)`: decryption failed upstream, and the unsynced file is left to be removed.
+fn write_plaintext(
+    path: &Path,
+    mut rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+) -> Result<Option<(String, u64)>> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        // Health data: readable by its owner only, from the first byte.
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let file = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = DurableWriter::new(file);
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(piece) = rx.blocking_recv() {
+        let Ok(piece) = piece else { return Ok(None) };
+        hasher.update(&piece);
+        out.write_all(&piece)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        size += piece.len() as u64;
+    }
+    out.finish()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some((
+        healthlock_common::encoding::hex(&hasher.finalize()),
+        size,
+    )))
 }

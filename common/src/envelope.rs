@@ -54,18 +54,40 @@ pub fn open(
 /// it whole, and returns the SHA-256 (hex) and size of the plaintext written. Every chunk is
 /// authenticated before it is written, and a truncated or extended file is an error — but bytes
 /// of earlier chunks may already be in `output`, so write to a temporary place and keep it only
-/// on `Ok`. This is the path every record body takes on its way to a file.
+/// on `Ok`.
 pub fn decrypt_stream(
     input: impl Read,
     identity: &age::x25519::Identity,
-    mut output: impl Write,
+    output: impl Write,
 ) -> Result<(String, u64), CryptoError> {
     use sha2::Digest;
+    struct Hashing<W>(W, sha2::Sha256);
+    impl<W: Write> Write for Hashing<W> {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            let n = self.0.write(data)?;
+            self.1.update(&data[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    let mut out = Hashing(output, sha2::Sha256::new());
+    let size = decrypt_into(input, identity, &mut out)?;
+    Ok((crate::encoding::hex(&out.1.finalize()), size))
+}
+
+/// [`decrypt_stream`] without the hash, for callers that hash the plaintext on another thread:
+/// the path every record body takes on its way to a file. Returns the plaintext size.
+pub fn decrypt_into(
+    input: impl Read,
+    identity: &age::x25519::Identity,
+    mut output: impl Write,
+) -> Result<u64, CryptoError> {
     let decryptor = age::Decryptor::new(input).map_err(|e| CryptoError::Decrypt(e.to_string()))?;
     let mut plain = decryptor
         .decrypt(std::iter::once(identity as &dyn age::Identity))
         .map_err(|e| CryptoError::Decrypt(e.to_string()))?;
-    let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
@@ -75,13 +97,12 @@ pub fn decrypt_stream(
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
         output
             .write_all(&buf[..n])
             .map_err(|e| CryptoError::Decrypt(format!("cannot write the plaintext: {e}")))?;
         size += n as u64;
     }
-    Ok((crate::encoding::hex(&hasher.finalize()), size))
+    Ok(size)
 }
 
 /// A record's own key `R`.

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod audit;
 pub mod descriptor;
+pub mod durable_write;
 pub mod encoding;
 pub mod envelope;
 pub mod error;
@@ -28,7 +29,6 @@ pub mod keys;
 pub mod policy;
 pub mod time;
 pub mod token;
-pub mod write_behind;
 
 pub use error::CryptoError;
 pub use ids::{RecordId, ShareId, UserId};

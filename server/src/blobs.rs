@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use futures_util::StreamExt;
 use healthlock_common::RecordId;
 use healthlock_common::api::ErrorCode;
-use healthlock_common::write_behind::WriteBehind;
+use healthlock_common::durable_write::DurableWriter;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,8 +19,6 @@ use tokio::sync::mpsc;
 const UPLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Received pieces queued for the writer thread (hyper hands over up to a few hundred KiB each).
 const WRITE_QUEUE: usize = 16;
-/// Size of each write to the file: page-cache writes cost far more per byte when small.
-const WRITE_BUFFER: usize = 1 << 20;
 
 /// The blob directory pair.
 pub struct Blobs {
@@ -95,8 +93,9 @@ impl Blobs {
 
     /// Streams a request body into a temp file, refusing more than `max` bytes, and fsyncs it.
     ///
-    /// This task receives and hashes; a blocking thread writes behind it ([`WriteBehind`]), so
-    /// the disk works while the network does and the final fsync has only the last few MiB left.
+    /// This task receives and hashes; a blocking thread writes behind it ([`DurableWriter`]:
+    /// direct I/O where the disk allows), so the disk works while the network does and the final
+    /// fsync has almost nothing left.
     pub async fn receive(&self, body: Body, max: u64) -> ApiResult<Received> {
         let mut received = Received {
             path: self.tmp.join(healthlock_common::encoding::hex(
@@ -180,12 +179,12 @@ enum Piece {
     End,
 }
 
-/// Writes pieces in large writes, starting writeback as it goes, and syncs at [`Piece::End`].
+/// Writes pieces as they come and makes the file durable at [`Piece::End`].
 fn write_behind(file: std::fs::File, mut rx: mpsc::Receiver<Piece>) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, WriteBehind::new(file));
+    let mut out = DurableWriter::new(file);
     while let Some(piece) = rx.blocking_recv() {
         let Piece::Data(bytes) = piece else {
-            return out.into_inner().map_err(|e| e.into_error())?.sync();
+            return out.finish();
         };
         out.write_all(&bytes)?;
     }

@@ -30,14 +30,12 @@ impl Drop for Mount {
     }
 }
 
-#[test]
-fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
+/// Mounts a tmpfs of `size` at `dir`, or says why the test cannot run here (`None`).
+fn small_disk(dir: &std::path::Path, size: &str) -> Option<Mount> {
+    std::fs::create_dir_all(dir).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&data)
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
@@ -46,9 +44,18 @@ fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
             "CI must be able to mount a tmpfs (run as root)"
         );
         eprintln!("note: cannot mount a tmpfs here (not root?); the disk-full test runs in CI");
-        return;
+        return None;
     }
-    let _mount = Mount(data.clone());
+    Some(Mount(dir.to_owned()))
+}
+
+#[test]
+fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_mount) = small_disk(&data, "24m") else {
+        return;
+    };
     let server = healthlock_tests::Server::start_with_data(&data, &[]);
     let alice = User::patient(&server, "alice");
     let small = alice.file("small.pdf", b"%PDF still readable");
@@ -124,4 +131,37 @@ fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
         4 * 1024 * 1024
     );
     alice.ok(&["audit", "--verify"], None);
+}
+
+#[test]
+fn a_full_disk_where_a_provider_fetches_fails_cleanly() {
+    let server = healthlock_tests::Server::start();
+    let alice = User::patient(&server, "alice");
+    let doc = User::provider(&server, "doc", "doctor");
+    let scan = alice.file("scan.bin", &vec![7u8; 3 * 1024 * 1024]);
+    let id = alice.upload(&scan, "imaging", None);
+    let link = alice.share(&[&id], "doctor", &[])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let full = doc.dir().join("full");
+    let Some(_mount) = small_disk(&full, "1m") else {
+        return;
+    };
+
+    let r = doc.run(&["fetch", &link, "-o", full.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("cannot write") && r.stderr.contains("No space left"),
+        "the reason is the disk, not the record: {r:?}"
+    );
+    assert!(files_below(&full).is_empty(), "nothing half-written");
+
+    // Elsewhere the same share still works: the failure cost nothing but the attempt.
+    let fetched = doc.json(&["fetch", &link, "-o", "roomy"], None);
+    let path = fetched["files"][0]["path"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(doc.dir().join(path)).unwrap(),
+        std::fs::read(&scan).unwrap()
+    );
 }
