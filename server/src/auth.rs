@@ -71,15 +71,12 @@ impl FromRequestParts<AppState> for Caller {
         let hash = token_hash(token.trim());
         let client = client_addr(parts, &state.settings.trusted_proxies);
         let (idle, lifetime) = (state.settings.session_idle, state.settings.session_lifetime);
-        let lookup = hash.clone();
-        let found = state
-            .blocking(move |s| -> ApiResult<Option<(SessionRow, UserRow)>> {
-                let Some(session) = s.store.session(&lookup)? else {
-                    return Ok(None);
-                };
-                Ok(s.store.user_by_id(&session.user)?.map(|u| (session, u)))
-            })
-            .await??;
+        let found = state.read(|s| -> crate::store::StoreResult<_> {
+            let Some(session) = s.session(&hash)? else {
+                return Ok(None);
+            };
+            Ok(s.user_by_id(&session.user)?.map(|u| (session, u)))
+        })?;
         let Some((session, user)) = found else {
             return Err(unauthenticated());
         };

@@ -171,6 +171,24 @@ impl Blobs {
     }
 }
 
+/// The most of a refused upload's body that is read and dropped before the answer.
+const DRAIN_MAX: u64 = 16 << 20;
+
+/// Reads and drops what is left of a refused upload's body (up to [`DRAIN_MAX`], while it keeps
+/// coming) so that the client, which sends the whole body before it reads, gets the refusal
+/// instead of a broken pipe. Larger bodies are cut off: reading gigabytes for a refusal would
+/// hand any caller free bandwidth.
+pub async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    while read <= DRAIN_MAX {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await {
+            Ok(Some(Ok(chunk))) => read += chunk.len() as u64,
+            _ => return,
+        }
+    }
+}
+
 /// What the receiving task hands the writer thread.
 enum Piece {
     Data(Bytes),

@@ -79,6 +79,14 @@ impl AppState {
             .map_err(ApiError::internal)
     }
 
+    /// Runs point reads (a session, a share, a record) right here on the async thread: they are
+    /// served from redb's cache in microseconds, less than a hop to a blocking thread and back
+    /// costs under load. Scans and anything that may touch the disk for long use
+    /// [`AppState::blocking`].
+    pub fn read<R>(&self, f: impl FnOnce(&Store) -> StoreResult<R>) -> ApiResult<R> {
+        Ok(f(&self.store)?)
+    }
+
     /// Runs `f` in one write transaction and returns once it is durable. Commits from
     /// concurrent requests share one fsync (group commit): each commits without waiting for the
     /// disk, then waits for the next sync, which covers every commit made before it.

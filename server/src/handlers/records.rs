@@ -88,10 +88,15 @@ pub async fn store_upload(
     action: &'static str,
     share: Option<healthlock_common::ShareId>,
 ) -> ApiResult<RecordInfo> {
-    let h = UploadHeaders::parse(headers)?;
+    let h = match UploadHeaders::parse(headers) {
+        Ok(h) => h,
+        Err(e) => {
+            crate::blobs::drain(body).await;
+            return Err(e);
+        }
+    };
     let quota = state.settings.quota;
-    let o = owner.clone();
-    let room = quota.saturating_sub(state.blocking(move |s| s.store.usage(&o)).await??);
+    let room = quota.saturating_sub(state.read(|s| s.usage(&owner))?);
     let whose = if caller.user.id == owner {
         "your"
     } else {
@@ -151,11 +156,17 @@ pub async fn store_upload(
 /// `POST /v1/records`: the body is the record's age ciphertext, streamed.
 pub async fn upload(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<RecordInfo>)> {
-    caller.require_vault_owner()?;
+    let caller = match caller.and_then(|c| c.require_vault_owner().map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::blobs::drain(body).await;
+            return Err(e);
+        }
+    };
     let owner = caller.user.id.clone();
     let info = store_upload(
         &state,

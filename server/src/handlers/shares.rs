@@ -278,8 +278,8 @@ pub async fn challenge(
 
 /// The outcome of the first open transaction.
 enum Step {
-    /// Opened: the use is counted and audited.
-    Opened(Box<(ShareRow, Appended)>),
+    /// Opened: the use is counted and audited; which of the share's records still exist.
+    Opened(Box<(ShareRow, Appended, Vec<bool>)>),
     /// A passcode attempt was reserved (counted as wrong until proven right); verify it.
     Verify(String),
 }
@@ -303,7 +303,8 @@ fn refuse(
     Ok(Err(err))
 }
 
-/// Counts a successful open and audits it.
+/// Counts a successful open and audits it, and sees which records still exist (in the same
+/// transaction, so the answer matches the audited state).
 fn grant(
     tx: &Tx,
     mut row: ShareRow,
@@ -315,7 +316,12 @@ fn grant(
         &row.patient,
         caller.event("share.open", Some(row.id.clone()), None, None),
     )?;
-    Ok(Ok(Step::Opened(Box::new((row, appended)))))
+    let existing = row
+        .records
+        .iter()
+        .map(|r| Ok(tx.record(&row.patient, &r.keys.id)?.is_some()))
+        .collect::<crate::store::StoreResult<_>>()?;
+    Ok(Ok(Step::Opened(Box::new((row, appended, existing)))))
 }
 
 /// `POST /v1/shares/{id}/open`: proves possession and, if everything allows it, counts a use
@@ -356,8 +362,7 @@ pub async fn open(
             ),
         ));
     }
-    let lookup = id.clone();
-    let row = state.blocking(move |s| s.store.share(&lookup)).await??;
+    let row = state.read(|s| s.share(&id))?;
     let proven = row.as_ref().is_some_and(|r| {
         keys::parse_verifying_key(&r.verify_key)
             .and_then(|vk| token::verify_open(&vk, &req.origin, &id, &req.nonce, &req.signature))
@@ -425,7 +430,7 @@ pub async fn open(
         })
         .await??;
 
-    let (row, appended) = match step {
+    let (row, appended, existing) = match step {
         Step::Opened(opened) => *opened,
         Step::Verify(phc) => {
             let proof = req.passcode_proof.unwrap_or_default();
@@ -468,16 +473,6 @@ pub async fn open(
         grants.insert((row.id.clone(), caller.user.id.clone()), grant_expires);
     }
     let role = caller.role();
-    let patient = row.patient.clone();
-    let records = row.records.clone();
-    let existing = state
-        .blocking(move |s| -> ApiResult<Vec<bool>> {
-            records
-                .iter()
-                .map(|r| Ok(s.store.record(&patient, &r.keys.id)?.is_some()))
-                .collect()
-        })
-        .await??;
     // The provider's CLI checks this before writing anything: the open is durably in the
     // patient's log, under a checkpoint signed by this server.
     let checkpoint = state.checkpoint(
@@ -535,11 +530,7 @@ async fn granted_share(
             "open the share first (`healthlock fetch` does); the last open was too long ago",
         ));
     }
-    let lookup = id.clone();
-    let row = state
-        .blocking(move |s| s.store.share(&lookup))
-        .await??
-        .ok_or_else(no_such_share)?;
+    let row = state.read(|s| s.share(id))?.ok_or_else(no_such_share)?;
     // Revocation and expiry end downloads at once, even within an open's grant.
     if matches!(row.status(now), ShareStatus::Revoked | ShareStatus::Expired)
         || caller.role() != row.role
@@ -576,11 +567,7 @@ pub async fn body(
         )),
         Some(true) => None,
     };
-    let (owner, r2) = (row.patient.clone(), rid.clone());
-    let exists = state
-        .blocking(move |s| s.store.record(&owner, &r2))
-        .await??
-        .is_some();
+    let exists = state.read(|s| s.record(&row.patient, &rid))?.is_some();
     let refused = refused
         .or_else(|| (!exists).then(|| ApiError::not_found("record: the patient deleted it")));
     let ev = caller.event(
@@ -601,22 +588,34 @@ pub async fn body(
 /// doctor's machine) to the patient's vault.
 pub async fn attach(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<RecordInfo>)> {
-    let id: ShareId = path_id(&raw, "share")?;
-    let row = granted_share(&state, &caller, &id, "record.attach").await?;
-    if !caller.role().may_attach() {
-        let ev = caller.event("record.attach", Some(id), None, Some(ErrorCode::Forbidden));
-        let owner = row.patient.clone();
-        state.write(move |tx| tx.append_audit(&owner, ev)).await?;
-        return Err(ApiError::forbidden(format!(
-            "a {} may not attach records; only doctors can",
-            caller.role()
-        )));
+    let allowed = async {
+        let caller = caller?;
+        let id: ShareId = path_id(&raw, "share")?;
+        let row = granted_share(&state, &caller, &id, "record.attach").await?;
+        if !caller.role().may_attach() {
+            let ev = caller.event("record.attach", Some(id), None, Some(ErrorCode::Forbidden));
+            let owner = row.patient.clone();
+            state.write(move |tx| tx.append_audit(&owner, ev)).await?;
+            return Err(ApiError::forbidden(format!(
+                "a {} may not attach records; only doctors can",
+                caller.role()
+            )));
+        }
+        Ok((caller, id, row))
     }
+    .await;
+    let (caller, id, row) = match allowed {
+        Ok(v) => v,
+        Err(e) => {
+            crate::blobs::drain(body).await;
+            return Err(e);
+        }
+    };
     let info = store_upload(
         &state,
         &caller,
