@@ -162,16 +162,16 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// An `io::Read` over pieces arriving from a channel.
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
+/// An `io::Read` over pieces arriving from a channel (the network's own buffers, uncopied).
+struct ChannelReader<T> {
+    rx: mpsc::Receiver<T>,
+    cur: T,
     pos: usize,
 }
 
-impl Read for ChannelReader {
+impl<T: AsRef<[u8]>> Read for ChannelReader<T> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
+        while self.pos == self.cur.as_ref().len() {
             match self.rx.blocking_recv() {
                 Some(chunk) => {
                     self.cur = chunk;
@@ -180,8 +180,9 @@ impl Read for ChannelReader {
                 None => return Ok(0),
             }
         }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        let cur = self.cur.as_ref();
+        let n = out.len().min(cur.len() - self.pos);
+        out[..n].copy_from_slice(&cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
@@ -231,14 +232,14 @@ pub async fn download_decrypted(
     let resp = api.send(api.request(Method::GET, path)).await?;
     // Three stages, so both cores work: this task receives and hashes the ciphertext, one thread
     // decrypts, another hashes the plaintext and writes it (direct I/O waits for the disk).
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let (plain_tx, plain_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(IN_FLIGHT);
     let out_path = tmp.clone();
     let writer = tokio::task::spawn_blocking(move || write_plaintext(&out_path, plain_rx));
     let decrypt = tokio::task::spawn_blocking(move || -> Result<u64> {
         let reader = ChannelReader {
             rx,
-            cur: Vec::new(),
+            cur: Default::default(),
             pos: 0,
         };
         let mut sink = ChannelWriter {
@@ -273,7 +274,7 @@ pub async fn download_decrypted(
         }
         hasher.update(&chunk);
         pb.inc(chunk.len() as u64);
-        if tx.send(chunk.to_vec()).await.is_err() {
+        if tx.send(chunk).await.is_err() {
             break;
         }
     }
