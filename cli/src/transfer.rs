@@ -3,8 +3,8 @@
 //! Upload: file → age (on a blocking thread) → 256 KiB pieces through a bounded channel → hash and
 //! HTTP body, so reading and encrypting run on one core while hashing, the network and the server
 //! use the other, and no document is ever whole in memory. Download is the mirror image; the
-//! plaintext goes to a hidden temp file beside the destination ([`DurableWriter`]: direct I/O
-//! where the disk allows, so its fsync is short), and is renamed into place only after the
+//! plaintext goes to a hidden temp file beside the destination ([`DurableWriter`], written
+//! behind so its fsync is short), and is renamed into place only after the
 //! ciphertext's size and SHA-256 match what the patient signed and age has authenticated every
 //! chunk.
 
@@ -231,7 +231,7 @@ pub async fn download_decrypted(
     ));
     let resp = api.send(api.request(Method::GET, path)).await?;
     // Three stages, so both cores work: this task receives and hashes the ciphertext, one thread
-    // decrypts, another hashes the plaintext and writes it (direct I/O waits for the disk).
+    // decrypts, another hashes the plaintext and writes it.
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let (plain_tx, plain_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(IN_FLIGHT);
     let out_path = tmp.clone();
@@ -347,7 +347,10 @@ fn write_plaintext(
     let file = opts
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let mut out = DurableWriter::new(file);
+    // Through the page cache: the provider is likely to open the file right away, and on a
+    // busy disk buffered writes with writeback started as they go were faster here than
+    // direct ones (512 MiB, not cached on the server: 2.6-3.5 s against 3.0-3.5 s).
+    let mut out = DurableWriter::buffered(file);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(piece) = rx.blocking_recv() {

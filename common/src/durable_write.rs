@@ -7,9 +7,11 @@
 //! no copy into the page cache (about half the server's CPU during an upload when it was
 //! buffered) and the final sync has only the last partial block and the metadata left.
 //!
-//! Where the file system refuses `O_DIRECT` (tmpfs, some network file systems) or a write's
-//! alignment, it falls back to buffered writes, starting writeback of every completed 8 MiB range
-//! so the final sync still has at most one range left (docs/performance.md).
+//! [`DurableWriter::buffered`] — and any file system that refuses `O_DIRECT` or a write's
+//! alignment — writes through the page cache instead, starting writeback of every completed
+//! 8 MiB range so the final sync still has at most one range left. The server stores uploads
+//! direct (CPU is what limits it); the CLI writes fetched files buffered (someone is likely to
+//! open them at once, and it should not wait on each disk write). See docs/performance.md.
 
 use std::fs::File;
 use std::io::Write;
@@ -51,6 +53,17 @@ impl DurableWriter {
             written: 0,
             writeback_from: 0,
         }
+    }
+
+    /// Starts writing `file` through the page cache, with writeback started as it goes: for
+    /// files someone may read right away, and writers that must not wait on each disk write.
+    pub fn buffered(file: File) -> Self {
+        let mut w = Self::new(file);
+        if w.direct {
+            // Cannot fail in a way that matters: if the flag stays, writes fall back by themselves.
+            let _ = w.go_buffered();
+        }
+        w
     }
 
     /// Whether writes bypass the page cache (for tests and diagnostics).
@@ -189,10 +202,12 @@ mod tests {
     fn round_trip(dir: &Path, len: usize, buffered: bool) -> bool {
         let path = scratch(dir);
         let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        let mut out = DurableWriter::new(File::create(&path).unwrap());
-        if buffered {
-            out.go_buffered().unwrap();
-        }
+        let file = File::create(&path).unwrap();
+        let mut out = if buffered {
+            DurableWriter::buffered(file)
+        } else {
+            DurableWriter::new(file)
+        };
         let direct = out.is_direct();
         for piece in data.chunks(100_003) {
             out.write_all(piece).unwrap();
