@@ -279,11 +279,18 @@ pub async fn download_decrypted(
         }
     }
     drop(tx);
-    let decrypted = decrypt.await?;
-    let written = writer.await?;
+    let (decrypted, written) = (decrypt.await, writer.await);
     pb.finish_and_clear();
     let cleanup = || {
         let _ = std::fs::remove_file(&tmp);
+    };
+    // A stage that panicked still leaves no plaintext behind.
+    let (decrypted, written) = match (decrypted, written) {
+        (Ok(d), Ok(w)) => (d, w),
+        (Err(e), _) | (_, Err(e)) => {
+            cleanup();
+            return Err(e.into());
+        }
     };
     if let Some(e) = network_error {
         cleanup();

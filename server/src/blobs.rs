@@ -174,19 +174,25 @@ impl Blobs {
 /// The most of a refused upload's body that is read and dropped before the answer.
 const DRAIN_MAX: u64 = 16 << 20;
 
-/// Reads and drops what is left of a refused upload's body (up to [`DRAIN_MAX`], while it keeps
-/// coming) so that the client, which sends the whole body before it reads, gets the refusal
-/// instead of a broken pipe. Larger bodies are cut off: reading gigabytes for a refusal would
-/// hand any caller free bandwidth.
+/// How long a refused upload's body is read, at most, before the answer.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops what is left of a refused upload's body (up to [`DRAIN_MAX`] and
+/// [`DRAIN_TIME`] in all) so that the client, which sends the whole body before it reads, gets
+/// the refusal instead of a broken pipe. Both bounds hold for anyone, logged in or not: reading
+/// gigabytes, or a trickle forever, for a refusal would hand any caller free resources.
 pub async fn drain(body: Body) {
     let mut stream = body.into_data_stream();
-    let mut read = 0u64;
-    while read <= DRAIN_MAX {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await {
-            Ok(Some(Ok(chunk))) => read += chunk.len() as u64,
-            _ => return,
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut read = 0u64;
+        while read <= DRAIN_MAX {
+            match stream.next().await {
+                Some(Ok(chunk)) => read += chunk.len() as u64,
+                _ => return,
+            }
         }
-    }
+    })
+    .await;
 }
 
 /// What the receiving task hands the writer thread.

@@ -82,7 +82,8 @@ impl AppState {
     /// Runs point reads (a session, a share, a record) right here on the async thread: they are
     /// served from redb's cache in microseconds, less than a hop to a blocking thread and back
     /// costs under load. Scans and anything that may touch the disk for long use
-    /// [`AppState::blocking`].
+    /// [`AppState::blocking`]. (While the store reopens after a failed commit these reads wait
+    /// for it on the async threads; the store cannot answer meanwhile anyway.)
     pub fn read<R>(&self, f: impl FnOnce(&Store) -> StoreResult<R>) -> ApiResult<R> {
         Ok(f(&self.store)?)
     }
