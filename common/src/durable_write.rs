@@ -38,12 +38,23 @@ pub struct DurableWriter {
 }
 
 impl DurableWriter {
-    /// Starts writing `file`, which must be new (empty) and open for writing.
+    /// Starts writing `file`, which must be new (empty) and open for writing, direct where the
+    /// file system allows.
     pub fn new(file: File) -> Self {
+        Self::with_mode(file, true)
+    }
+
+    /// Starts writing `file` through the page cache, with writeback started as it goes: for
+    /// files someone may read right away, and writers that must not wait on each disk write.
+    pub fn buffered(file: File) -> Self {
+        Self::with_mode(file, false)
+    }
+
+    fn with_mode(file: File, try_direct: bool) -> Self {
         let storage = vec![0u8; BUFFER + ALIGN];
         // `align_offset` may decline to answer; then the writer simply stays buffered.
         let window = storage.as_ptr().align_offset(ALIGN);
-        let direct = window < ALIGN && set_direct(&file, true).is_ok();
+        let direct = try_direct && window < ALIGN && set_direct(&file, true).is_ok();
         Self {
             file,
             storage,
@@ -53,17 +64,6 @@ impl DurableWriter {
             written: 0,
             writeback_from: 0,
         }
-    }
-
-    /// Starts writing `file` through the page cache, with writeback started as it goes: for
-    /// files someone may read right away, and writers that must not wait on each disk write.
-    pub fn buffered(file: File) -> Self {
-        let mut w = Self::new(file);
-        if w.direct {
-            // Cannot fail in a way that matters: if the flag stays, writes fall back by themselves.
-            let _ = w.go_buffered();
-        }
-        w
     }
 
     /// Whether writes bypass the page cache (for tests and diagnostics).

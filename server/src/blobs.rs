@@ -177,11 +177,22 @@ const DRAIN_MAX: u64 = 16 << 20;
 /// How long a refused upload's body is read, at most, before the answer.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads and drops what is left of a refused upload's body (up to [`DRAIN_MAX`] and
-/// [`DRAIN_TIME`] in all) so that the client, which sends the whole body before it reads, gets
-/// the refusal instead of a broken pipe. Both bounds hold for anyone, logged in or not: reading
+/// Passes an upload's body on with `checked`'s value, or — when `checked` is a refusal — reads
+/// and drops what is left of the body (up to [`DRAIN_MAX`] and [`DRAIN_TIME`] in all) before
+/// returning the refusal, so that the client, which sends the whole body before it reads, gets
+/// the reason instead of a broken pipe. Both bounds hold for anyone, logged in or not: reading
 /// gigabytes, or a trickle forever, for a refusal would hand any caller free resources.
-pub async fn drain(body: Body) {
+pub async fn or_drain<T>(checked: ApiResult<T>, body: Body) -> ApiResult<(T, Body)> {
+    match checked {
+        Ok(v) => Ok((v, body)),
+        Err(e) => {
+            drain(body).await;
+            Err(e)
+        }
+    }
+}
+
+async fn drain(body: Body) {
     let mut stream = body.into_data_stream();
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         let mut read = 0u64;

@@ -88,13 +88,7 @@ pub async fn store_upload(
     action: &'static str,
     share: Option<healthlock_common::ShareId>,
 ) -> ApiResult<RecordInfo> {
-    let h = match UploadHeaders::parse(headers) {
-        Ok(h) => h,
-        Err(e) => {
-            crate::blobs::drain(body).await;
-            return Err(e);
-        }
-    };
+    let (h, body) = crate::blobs::or_drain(UploadHeaders::parse(headers), body).await?;
     let quota = state.settings.quota;
     let room = quota.saturating_sub(state.read(|s| s.usage(&owner))?);
     let whose = if caller.user.id == owner {
@@ -160,13 +154,8 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<RecordInfo>)> {
-    let caller = match caller.and_then(|c| c.require_vault_owner().map(|()| c)) {
-        Ok(c) => c,
-        Err(e) => {
-            crate::blobs::drain(body).await;
-            return Err(e);
-        }
-    };
+    let allowed = caller.and_then(|c| c.require_vault_owner().map(|()| c));
+    let (caller, body) = crate::blobs::or_drain(allowed, body).await?;
     let owner = caller.user.id.clone();
     let info = store_upload(
         &state,

@@ -609,13 +609,7 @@ pub async fn attach(
         Ok((caller, id, row))
     }
     .await;
-    let (caller, id, row) = match allowed {
-        Ok(v) => v,
-        Err(e) => {
-            crate::blobs::drain(body).await;
-            return Err(e);
-        }
-    };
+    let ((caller, id, row), body) = crate::blobs::or_drain(allowed, body).await?;
     let info = store_upload(
         &state,
         &caller,
