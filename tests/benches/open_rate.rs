@@ -20,7 +20,7 @@ fn main() {
     let total: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(6_400);
     let close = args.iter().any(|a| a == "--close");
     let clients = 64;
-    let server = Server::start_with(&["--open-rate", "100000000"]);
+    let server = Server::start_for_bench(&["--open-rate", "100000000"]);
     let alice = User::patient(&server, "alice");
     let rx = alice.upload(&alice.file("rx.pdf", b"Rx"), "prescription", None);
     let link = alice.share(&[&rx], "doctor", &["--expires", "1h"])["link"]

@@ -37,6 +37,7 @@ pub struct Server {
     pub log: PathBuf,
     port: u16,
     extra: Vec<String>,
+    log_level: Option<&'static str>,
     _dir: TempDir,
 }
 
@@ -50,7 +51,16 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        Self::start_in(dir, data, extra)
+        Self::start_in(dir, data, extra, Some("debug"))
+    }
+
+    /// Starts a server that logs as an operator's does by default (no `RUST_LOG`), for
+    /// benchmarks: tests run servers at `debug` so they can check what reaches the log, and
+    /// writing two debug lines per request would otherwise be part of what a benchmark times.
+    pub fn start_for_bench(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        Self::start_in(dir, data, extra, None)
     }
 
     /// Starts a server on a given data directory (e.g. a small mounted file system).
@@ -59,12 +69,18 @@ impl Server {
             tempfile::tempdir().expect("tempdir"),
             data.to_owned(),
             extra,
+            Some("debug"),
         )
     }
 
-    fn start_in(dir: TempDir, data: PathBuf, extra: &[&str]) -> Self {
+    fn start_in(
+        dir: TempDir,
+        data: PathBuf,
+        extra: &[&str],
+        log_level: Option<&'static str>,
+    ) -> Self {
         let log = dir.path().join("server.log");
-        let (child, url, port) = spawn_server(&data, 0, &log, extra);
+        let (child, url, port) = spawn_server(&data, 0, &log, extra, log_level);
         Server {
             child: Some(child),
             url,
@@ -72,6 +88,7 @@ impl Server {
             log,
             port,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_level,
             _dir: dir,
         }
     }
@@ -81,7 +98,8 @@ impl Server {
     pub fn restart(&mut self) {
         self.stop();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let (child, url, _) = spawn_server(&self.data, self.port, &self.log, &extra);
+        let (child, url, _) =
+            spawn_server(&self.data, self.port, &self.log, &extra, self.log_level);
         assert_eq!(url, self.url, "the restarted server must keep its origin");
         self.child = Some(child);
     }
@@ -122,15 +140,24 @@ impl Drop for Server {
     }
 }
 
-fn spawn_server(data: &Path, port: u16, log: &Path, extra: &[&str]) -> (Child, String, u16) {
-    let mut child = Command::new(bin("healthlock-server"))
-        .arg("--data")
+fn spawn_server(
+    data: &Path,
+    port: u16,
+    log: &Path,
+    extra: &[&str],
+    log_level: Option<&str>,
+) -> (Child, String, u16) {
+    let mut cmd = Command::new(bin("healthlock-server"));
+    cmd.arg("--data")
         .arg(data)
         .args(["--bind", &format!("127.0.0.1:{port}")])
         .args(extra)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "debug")
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    if let Some(level) = log_level {
+        cmd.env("RUST_LOG", level);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
