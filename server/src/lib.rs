@@ -122,8 +122,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Opens the data directory and builds the state (and starts its group commit: call it within
-/// a Tokio runtime).
+/// Opens the data directory and builds the state, and starts the store's writer thread (group
+/// commit, [`state::batch_writer`]).
 pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&settings.data_dir)?;
     let store = store::Store::open(&settings.data_dir.join("healthlock.redb"))?;
@@ -136,7 +136,7 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
     let audit_key = ed25519_dalek::SigningKey::from_bytes(&store.meta_secret("audit_key")?);
     let dummy_phc = accounts::hash_secret(&healthlock_common::random_bytes::<32>())
         .map_err(|e| anyhow::anyhow!("{:?}", e.body))?;
-    let (syncs, waiters) = tokio::sync::mpsc::unbounded_channel();
+    let (writes, jobs) = std::sync::mpsc::channel();
     let state = AppState(Arc::new(Inner {
         store,
         blobs,
@@ -147,12 +147,15 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
         grants: Default::default(),
         prelogin_secret,
         audit_key,
-        syncs,
+        writes,
         changes: tokio::sync::watch::Sender::new(0),
         closing: tokio::sync::watch::Sender::new(false),
         dummy_phc,
     }));
-    tokio::spawn(state::group_commit(state.clone(), waiters));
+    let writer = Arc::downgrade(&state.0);
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || state::batch_writer(writer, jobs))?;
     Ok(state)
 }
 

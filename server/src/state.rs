@@ -3,10 +3,10 @@
 use crate::blobs::Blobs;
 use crate::error::{ApiError, ApiResult};
 use crate::settings::Settings;
-use crate::store::{Store, StoreResult, Tx};
+use crate::store::{Store, StoreError, StoreResult, Tx};
 use healthlock_common::{ShareId, UserId};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Cheap to clone; everything lives behind one `Arc`.
 #[derive(Clone)]
@@ -34,8 +34,8 @@ pub struct Inner {
     pub changes: tokio::sync::watch::Sender<u64>,
     /// Set when the server shuts down, so long-lived streams end and shutdown can finish.
     pub closing: tokio::sync::watch::Sender<bool>,
-    /// Requests for the group commit's next sync.
-    pub syncs: tokio::sync::mpsc::UnboundedSender<SyncWaiter>,
+    /// Writes waiting for the store's writer thread ([`batch_writer`]).
+    pub writes: std::sync::mpsc::Sender<Box<dyn Job>>,
     /// Signs audit checkpoints; its public half is published at `/v1/server-key`.
     pub audit_key: ed25519_dalek::SigningKey,
     /// A real Argon2id hash to verify against when the username is unknown, so a wrong username
@@ -88,62 +88,210 @@ impl AppState {
         Ok(f(&self.store)?)
     }
 
-    /// Runs `f` in one write transaction and returns once it is durable. Commits from
-    /// concurrent requests share one fsync (group commit): each commits without waiting for the
-    /// disk, then waits for the next sync, which covers every commit made before it.
+    /// Runs `f` in a write transaction and returns once it is durable. Writes from concurrent
+    /// requests share one transaction and one fsync ([`batch_writer`]): `f` sees the writes
+    /// queued before it, commits with them, and fails with them if their commit fails.
     pub async fn write<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Tx) -> StoreResult<R> + Send + 'static,
     ) -> ApiResult<R> {
-        let out = self.blocking(move |s| s.store.write_deferred(f)).await??;
-        self.durable().await?;
-        self.changes.send_modify(|v| *v = v.wrapping_add(1));
-        Ok(out)
-    }
-
-    /// [`AppState::write`] with its own fsync, for commits tied to files on disk (uploads), so a
-    /// failed sync can never later make durable a record whose blob was removed.
-    pub async fn write_durable<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Tx) -> StoreResult<R> + Send + 'static,
-    ) -> ApiResult<R> {
-        let out = self.blocking(move |s| s.store.write(f)).await??;
-        self.changes.send_modify(|v| *v = v.wrapping_add(1));
-        Ok(out)
-    }
-
-    /// Waits until every commit made so far is durable.
-    async fn durable(&self) -> ApiResult<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.syncs
-            .send(tx)
-            .map_err(|_| ApiError::internal("the group commit stopped"))?;
-        rx.await
-            .map_err(|_| ApiError::internal("the group commit stopped"))??;
-        Ok(())
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writes
+            .send(Box::new(WriteJob { f, reply }))
+            .map_err(|_| ApiError::internal("the store's writer stopped"))?;
+        Ok(answer
+            .await
+            .map_err(|_| ApiError::internal("a write was dropped unanswered"))??)
     }
 }
 
-/// A waiter for the next group sync.
-pub type SyncWaiter = tokio::sync::oneshot::Sender<StoreResult<()>>;
+/// What the writer does with one request's write once its batch's commit is known.
+type Answer = Box<dyn FnOnce(StoreResult<()>) + Send>;
 
-/// The group commit: waits for a waiter, takes every waiter queued by then, makes all earlier
-/// commits durable with one fsync, and answers them all.
-pub async fn group_commit(
-    state: AppState,
-    mut waiters: tokio::sync::mpsc::UnboundedReceiver<SyncWaiter>,
-) {
-    while let Some(first) = waiters.recv().await {
-        let mut batch = vec![first];
-        while let Ok(w) = waiters.try_recv() {
-            batch.push(w);
+/// One request's part of a batched write transaction.
+pub trait Job: Send {
+    /// Runs in the batch's transaction; returns how to answer once the commit is known. On an
+    /// error it has answered already, and the batch must not commit.
+    fn run(self: Box<Self>, tx: &Tx) -> StoreResult<Answer>;
+    /// Answers without running, when the batch fails before reaching it.
+    fn fail(self: Box<Self>, e: StoreError);
+}
+
+/// [`AppState::write`]'s job: a closure and where its result goes.
+struct WriteJob<F, R> {
+    f: F,
+    reply: tokio::sync::oneshot::Sender<StoreResult<R>>,
+}
+
+impl<F, R> Job for WriteJob<F, R>
+where
+    F: FnOnce(&Tx) -> StoreResult<R> + Send + 'static,
+    R: Send + 'static,
+{
+    fn run(self: Box<Self>, tx: &Tx) -> StoreResult<Answer> {
+        let WriteJob { f, reply } = *self;
+        match f(tx) {
+            Ok(r) => Ok(Box::new(move |committed: StoreResult<()>| {
+                let _ = reply.send(committed.map(|()| r));
+            })),
+            Err(e) => {
+                let _ = reply.send(Err(e.clone()));
+                Err(e)
+            }
         }
-        let s = state.clone();
-        let result = tokio::task::spawn_blocking(move || s.store.sync())
-            .await
-            .unwrap_or_else(|e| Err(crate::store::StoreError::Db(e.to_string())));
-        for w in batch {
-            let _ = w.send(result.clone());
+    }
+
+    fn fail(self: Box<Self>, e: StoreError) {
+        let _ = self.reply.send(Err(e));
+    }
+}
+
+/// Most writes in one transaction, so a long queue still gets answers in steady steps.
+const MAX_BATCH: usize = 256;
+
+/// The store's writer thread (group commit): takes every write queued by now, runs them in one
+/// transaction, commits it with one fsync, then answers them all. While it syncs, the next
+/// batch queues. A request's audit event is thus durable before its reply, at one transaction
+/// and one fsync per batch rather than per request.
+pub fn batch_writer(state: Weak<Inner>, jobs: std::sync::mpsc::Receiver<Box<dyn Job>>) {
+    let mut queue: VecDeque<Box<dyn Job>> = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            match jobs.recv() {
+                Ok(job) => queue.push_back(job),
+                Err(_) => return, // the state is gone
+            }
         }
+        while let Ok(job) = jobs.try_recv() {
+            queue.push_back(job);
+        }
+        let Some(state) = state.upgrade() else { return };
+        if run_batch(&state.store, &mut queue) {
+            state.changes.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+}
+
+/// Runs up to [`MAX_BATCH`] jobs from the front of `queue` in one transaction and answers them;
+/// returns whether it committed. If a job fails (or panics), the transaction is dropped: the
+/// jobs that ran in it get its error, and those not yet run stay queued for the next batch.
+fn run_batch(store: &Store, queue: &mut VecDeque<Box<dyn Job>>) -> bool {
+    let batch: Vec<_> = queue.drain(..queue.len().min(MAX_BATCH)).collect();
+    let size = batch.len();
+    let mut pending = batch.into_iter();
+    let mut answers: Vec<Answer> = Vec::with_capacity(size);
+    let committed = store.write(|tx| {
+        for job in pending.by_ref() {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(tx)));
+            match ran {
+                Ok(answer) => answers.push(answer?),
+                Err(_) => return Err(StoreError::Db("a write panicked".into())),
+            }
+        }
+        Ok(())
+    });
+    match committed {
+        Ok(()) => {
+            answers.into_iter().for_each(|a| a(Ok(())));
+            true
+        }
+        Err(e) => {
+            answers.into_iter().for_each(|a| a(Err(e.clone())));
+            if pending.len() == size {
+                // Nothing ran (the store would not open a transaction): retrying could spin,
+                // so these fail too.
+                pending.for_each(|j| j.fail(e.clone()));
+            } else {
+                pending.rev().for_each(|j| queue.push_front(j));
+            }
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewEvent;
+
+    fn event() -> NewEvent {
+        NewEvent {
+            actor: None,
+            action: "record.download",
+            share: None,
+            record: None,
+            refused: None,
+            client: None,
+        }
+    }
+
+    /// Queues a write of one event to `log`, or a failure (a panic when `panic`).
+    fn job(
+        log: &UserId,
+        fail: bool,
+        panic: bool,
+    ) -> (
+        Box<dyn Job>,
+        tokio::sync::oneshot::Receiver<StoreResult<u64>>,
+    ) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let log = log.clone();
+        let f = move |tx: &Tx| {
+            let seq = tx.append_audit(&log, event())?.seq;
+            assert!(!panic, "a write that panics");
+            if fail {
+                return Err(StoreError::Db("boom".into()));
+            }
+            Ok(seq)
+        };
+        (Box::new(WriteJob { f, reply }), answer)
+    }
+
+    fn answer(
+        mut rx: tokio::sync::oneshot::Receiver<StoreResult<u64>>,
+    ) -> Option<StoreResult<u64>> {
+        rx.try_recv().ok()
+    }
+
+    #[test]
+    fn a_batch_commits_together_and_a_failure_spoils_only_what_ran_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let log = UserId::random();
+        let mut queue = VecDeque::new();
+        let (a, ra) = job(&log, false, false);
+        let (b, rb) = job(&log, false, false);
+        queue.extend([a, b]);
+        assert!(run_batch(&store, &mut queue));
+        assert!(queue.is_empty());
+        assert_eq!(answer(ra).unwrap().unwrap(), 1);
+        assert_eq!(answer(rb).unwrap().unwrap(), 2);
+
+        // c runs, d fails: both answered with d's error, nothing of theirs kept; e, not yet
+        // run, stays queued and commits in the next batch.
+        let (c, rc) = job(&log, false, false);
+        let (d, rd) = job(&log, true, false);
+        let (e, mut re) = job(&log, false, false);
+        queue.extend([c, d, e]);
+        assert!(!run_batch(&store, &mut queue));
+        assert!(answer(rc).unwrap().is_err());
+        assert!(answer(rd).unwrap().is_err());
+        assert!(re.try_recv().is_err(), "e must not be answered yet");
+        assert_eq!(queue.len(), 1);
+        assert!(run_batch(&store, &mut queue));
+        assert_eq!(answer(re).unwrap().unwrap(), 3);
+
+        // A panicking write drops its transaction too, without taking the writer down.
+        let (f, rf) = job(&log, false, false);
+        let (g, rg) = job(&log, false, true);
+        queue.extend([f, g]);
+        assert!(!run_batch(&store, &mut queue));
+        assert!(answer(rf).unwrap().is_err());
+        assert!(
+            answer(rg).is_none(),
+            "the panicking write's reply is dropped"
+        );
+        let (events, head) = store.audit(&log, 0, 100).unwrap();
+        assert_eq!((events.len(), head.seq), (3, 3));
     }
 }

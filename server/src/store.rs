@@ -11,9 +11,7 @@ use healthlock_common::descriptor::SignedDescriptor;
 use healthlock_common::encoding::serde_b64;
 use healthlock_common::kdf::KdfParams;
 use healthlock_common::{Category, RecordId, Role, ShareId, UserId};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -613,30 +611,7 @@ impl Store {
     /// Runs `f` in one write transaction and commits (durably) if it returns `Ok` — including
     /// `Ok(Err(refusal))`, so a refusal's audit event is kept while the request still fails.
     pub fn write<R>(&self, f: impl FnOnce(&Tx) -> StoreResult<R>) -> StoreResult<R> {
-        self.write_with(Durability::Immediate, f)
-    }
-
-    /// [`Store::write`] without waiting for the disk: the commit is visible at once but durable
-    /// only after the next [`Store::sync`]. The server's group commit runs many of these, then
-    /// one `sync` for all, and answers none of them before that.
-    pub fn write_deferred<R>(&self, f: impl FnOnce(&Tx) -> StoreResult<R>) -> StoreResult<R> {
-        self.write_with(Durability::None, f)
-    }
-
-    /// Makes every commit so far durable, with one fsync.
-    pub fn sync(&self) -> StoreResult<()> {
-        let result = self
-            .db()?
-            .begin_write()
-            .map_err(StoreError::from)
-            .and_then(|t| {
-                t.commit()?;
-                Ok(())
-            });
-        if result.is_err() {
-            self.reopen();
-        }
-        result
+        self.write_with_clock(None, f)
     }
 
     /// [`Store::write`] with the transaction's clock set to `now` (Unix seconds): for loading
@@ -647,26 +622,16 @@ impl Store {
         now: u64,
         f: impl FnOnce(&Tx) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        self.write_with_clock(Durability::Immediate, Some(now), f)
-    }
-
-    fn write_with<R>(
-        &self,
-        durability: Durability,
-        f: impl FnOnce(&Tx) -> StoreResult<R>,
-    ) -> StoreResult<R> {
-        self.write_with_clock(durability, None, f)
+        self.write_with_clock(Some(now), f)
     }
 
     fn write_with_clock<R>(
         &self,
-        durability: Durability,
         now: Option<u64>,
         f: impl FnOnce(&Tx) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        let mut txn = self.db()?.begin_write()?;
-        txn.set_durability(durability)
-            .map_err(|e| StoreError::Db(e.to_string()))?;
+        // redb's default durability: the commit returns once it is on disk.
+        let txn = self.db()?.begin_write()?;
         // Read the clock once the write lock is held, so commit order and time order agree.
         let tx = Tx {
             txn,

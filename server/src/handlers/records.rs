@@ -128,7 +128,7 @@ pub async fn store_upload(
     let ev = caller.event(action, share, Some(id.clone()), None);
     let stored = row.clone();
     if let Err(e) = state
-        .write_durable(move |tx| {
+        .write(move |tx| {
             // Concurrent uploads may have filled the vault meanwhile.
             if tx.usage(&stored.owner)? + stored.size > quota {
                 return Ok(Err(quota_full()));
