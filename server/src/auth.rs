@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::{NewEvent, SessionRow, UserRow};
+use crate::store::{NewEvent, UserRow};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use healthlock_common::api::ErrorCode;
@@ -90,17 +90,7 @@ impl FromRequestParts<AppState> for Caller {
         // an fsync each.
         if now >= session.last_seen + 60 {
             let h = hash.clone();
-            state
-                .write(move |tx| {
-                    tx.put_session(
-                        &h,
-                        &SessionRow {
-                            last_seen: tx.now,
-                            ..session
-                        },
-                    )
-                })
-                .await?;
+            state.write(move |tx| tx.touch_session(&h)).await?;
         }
         Ok(Caller {
             user,

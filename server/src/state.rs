@@ -166,8 +166,16 @@ pub fn batch_writer(state: Weak<Inner>, jobs: std::sync::mpsc::Receiver<Box<dyn 
             queue.push_back(job);
         }
         let Some(state) = state.upgrade() else { return };
-        if run_batch(&state.store, &mut queue) {
-            state.changes.send_modify(|v| *v = v.wrapping_add(1));
+        // A panic outside the jobs (in the store itself) fails this batch's requests — their
+        // replies are dropped unanswered — but must not stop every later write.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_batch(&state.store, &mut queue)
+        })) {
+            Ok(true) => state.changes.send_modify(|v| *v = v.wrapping_add(1)),
+            Ok(false) => {}
+            Err(_) => {
+                tracing::error!("a batch of writes panicked in the store; its requests failed")
+            }
         }
     }
 }
@@ -267,19 +275,22 @@ mod tests {
         assert_eq!(answer(ra).unwrap().unwrap(), 1);
         assert_eq!(answer(rb).unwrap().unwrap(), 2);
 
-        // c runs, d fails: both answered with d's error, nothing of theirs kept; e, not yet
-        // run, stays queued and commits in the next batch.
+        // c runs, d fails: both answered with d's error, nothing of theirs kept; e and e2, not
+        // yet run, stay queued in their order and commit in the next batch.
         let (c, rc) = job(&log, false, false);
         let (d, rd) = job(&log, true, false);
         let (e, mut re) = job(&log, false, false);
-        queue.extend([c, d, e]);
+        let (e2, mut re2) = job(&log, false, false);
+        queue.extend([c, d, e, e2]);
         assert!(!run_batch(&store, &mut queue));
         assert!(answer(rc).unwrap().is_err());
         assert!(answer(rd).unwrap().is_err());
         assert!(re.try_recv().is_err(), "e must not be answered yet");
-        assert_eq!(queue.len(), 1);
+        assert!(re2.try_recv().is_err(), "e2 must not be answered yet");
+        assert_eq!(queue.len(), 2);
         assert!(run_batch(&store, &mut queue));
         assert_eq!(answer(re).unwrap().unwrap(), 3);
+        assert_eq!(answer(re2).unwrap().unwrap(), 4);
 
         // A panicking write drops its transaction too, without taking the writer down.
         let (f, rf) = job(&log, false, false);
@@ -292,6 +303,23 @@ mod tests {
             "the panicking write's reply is dropped"
         );
         let (events, head) = store.audit(&log, 0, 100).unwrap();
-        assert_eq!((events.len(), head.seq), (3, 3));
+        assert_eq!((events.len(), head.seq), (4, 4));
+
+        // More than a batch's worth: the first MAX_BATCH commit together, the rest next.
+        let replies: Vec<_> = (0..MAX_BATCH + 3)
+            .map(|_| {
+                let (j, r) = job(&log, false, false);
+                queue.push_back(j);
+                r
+            })
+            .collect();
+        assert!(run_batch(&store, &mut queue));
+        assert_eq!(queue.len(), 3);
+        assert!(run_batch(&store, &mut queue));
+        let seqs: Vec<u64> = replies
+            .into_iter()
+            .map(|r| answer(r).unwrap().unwrap())
+            .collect();
+        assert_eq!(seqs, (5..5 + MAX_BATCH as u64 + 3).collect::<Vec<_>>());
     }
 }

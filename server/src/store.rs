@@ -348,6 +348,22 @@ impl Tx {
         self.put(SESSIONS, token_hash, row)
     }
 
+    /// Moves a session's idle clock to now, if the session still exists (a logout in between
+    /// must not bring it back).
+    pub fn touch_session(&self, token_hash: &str) -> StoreResult<()> {
+        let Some(row) = self.get::<SessionRow>(SESSIONS, token_hash)? else {
+            return Ok(());
+        };
+        self.put(
+            SESSIONS,
+            token_hash,
+            &SessionRow {
+                last_seen: self.now,
+                ..row
+            },
+        )
+    }
+
     /// Ends a session.
     pub fn delete_session(&self, token_hash: &str) -> StoreResult<bool> {
         self.remove(SESSIONS, token_hash)
@@ -572,7 +588,7 @@ impl Store {
         guard.take();
         match Database::create(&self.path) {
             Ok(db) => {
-                tracing::warn!("store reopened after a failed commit");
+                tracing::warn!("store reopened after a failed write");
                 *guard = Some(db);
             }
             Err(e) => tracing::error!(error = %e, "store could not be reopened; will retry"),
@@ -630,14 +646,24 @@ impl Store {
         now: Option<u64>,
         f: impl FnOnce(&Tx) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        // redb's default durability: the commit returns once it is on disk.
-        let txn = self.db()?.begin_write()?;
+        // After a storage error redb refuses further writes until it is opened again, so every
+        // failure below reopens the store at its last durable state.
+        let begun = self.db()?.begin_write();
+        let txn = begun.inspect_err(|_| self.reopen())?;
         // Read the clock once the write lock is held, so commit order and time order agree.
         let tx = Tx {
             txn,
             now: now.unwrap_or_else(healthlock_common::time::now),
         };
-        let out = f(&tx)?;
+        let out = match f(&tx) {
+            Ok(out) => out,
+            Err(e) => {
+                drop(tx); // abort before reopening
+                self.reopen();
+                return Err(e);
+            }
+        };
+        // redb's default durability: the commit returns once it is on disk.
         if let Err(e) = tx.txn.commit() {
             self.reopen();
             return Err(e.into());
@@ -852,5 +878,34 @@ impl Store {
             .get(owner.as_str())?
             .map(|v| v.value())
             .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touching_a_session_never_brings_back_one_that_was_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let row = SessionRow {
+            user: UserId::random(),
+            created: 1,
+            last_seen: 1,
+        };
+        store.write(|tx| tx.put_session("live", &row)).unwrap();
+        store.write(|tx| tx.put_session("ended", &row)).unwrap();
+        store
+            .write(|tx| tx.delete_session("ended").map(drop))
+            .unwrap();
+        store
+            .write(|tx| {
+                tx.touch_session("live")?;
+                tx.touch_session("ended")
+            })
+            .unwrap();
+        assert!(store.session("live").unwrap().unwrap().last_seen > 1);
+        assert!(store.session("ended").unwrap().is_none());
     }
 }

@@ -398,7 +398,7 @@ pub async fn open(
     let (c, sid, proof_given) = (caller.clone(), id.clone(), req.passcode_proof.is_some());
     let step = state
         .write(move |tx| {
-            // (A share read a moment ago can vanish only if its creation never became durable.)
+            // (Shares are never deleted, and reads see only durable commits: this is a guard.)
             let Some(row) = tx.share(&sid)? else {
                 return Ok(Err(no_such_share()));
             };
