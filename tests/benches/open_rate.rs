@@ -31,6 +31,8 @@ fn main() {
     let session = Arc::new(doc.session_token());
     let url = Arc::new(server.url.clone());
     let next = Arc::new(AtomicUsize::new(0));
+    let server_pid = server.pid().expect("server running").to_string();
+    let cpu_before = (cpu_seconds(&server_pid), cpu_seconds("self"));
     let start = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|_| {
@@ -66,6 +68,7 @@ fn main() {
         .flat_map(|h| h.join().unwrap())
         .collect();
     let secs = start.elapsed().as_secs_f64();
+    let cpu_after = (cpu_seconds(&server_pid), cpu_seconds("self"));
     lat.sort();
     let pct =
         |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
@@ -81,6 +84,19 @@ fn main() {
         pct(0.5),
         pct(0.99)
     );
+    // Where the cores went: what limits the rate when the clients share the server's cores.
+    if let ((Some(s0), Some(c0)), (Some(s1), Some(c1))) = (cpu_before, cpu_after) {
+        let per_open = |cpu: f64| cpu / lat.len() as f64 * 1e6;
+        println!(
+            "CPU: server {:.2} core-s ({:.0} µs per open), clients {:.2} core-s ({:.0} µs per open), of {:.2} core-s on {} cores",
+            s1 - s0,
+            per_open(s1 - s0),
+            c1 - c0,
+            per_open(c1 - c0),
+            secs * cores() as f64,
+            cores()
+        );
+    }
     // Every open is in the patient's log.
     let events = alice.json_lines(&["audit", "--since", "1h"], None);
     let opens = events
@@ -88,6 +104,21 @@ fn main() {
         .filter(|e| e["action"] == "share.open" && e["allowed"] == true)
         .count();
     assert_eq!(opens, lat.len(), "every open was audited");
+}
+
+/// CPU seconds (user + system, all threads) a process has used so far, from `/proc/PID/stat`
+/// (`PID` may be `self`); `None` where there is no such file.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: count fields from after its closing parenthesis, where
+    // field 3 (state) begins; utime and stime are fields 14 and 15, in USER_HZ ticks (100/s).
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<f64>().ok();
+    Some((ticks(14)? + ticks(15)?) / 100.0)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// One kept-alive HTTP/1.1 connection: just enough client for JSON requests and answers.

@@ -104,6 +104,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
