@@ -7,6 +7,11 @@
 # With PARALLEL=N it then runs N uploads at once and N fetches at once (each of its own record)
 # and prints the wall time and the server's peak memory across them.
 # Needs `age` (Debian package) for the baseline; /usr/bin/time for peak memory.
+#
+# `age` never syncs what it writes, while HealthLock makes every byte durable (the server before
+# it acknowledges an upload, the CLI before it renames a fetched file into place). So each `age`
+# run is also timed followed by `sync FILE` on its output ("+ sync"): the same work with the
+# durability HealthLock gives, which on a slow disk is most of the time.
 set -euo pipefail
 SIZE=${1:-256}
 ROUNDS=${2:-3}
@@ -45,10 +50,14 @@ run() {
 : > results.txt
 for r in $(seq "$ROUNDS"); do
   run age-encrypt age -r "$RECIPIENT" -o base.age input.bin
+  rm -f base.age
+  run age-encrypt+sync sh -c 'age -r "$1" -o base.age input.bin && sync base.age' - "$RECIPIENT"
   run hl-upload env XDG_CONFIG_HOME="$WORK/patient" "$BIN/healthlock" upload input.bin --category imaging
   ID=$(as patient "$BIN/healthlock" --json records | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
   LINK=$(as patient "$BIN/healthlock" --json share "$ID" --role doctor | python3 -c 'import json,sys; print(json.load(sys.stdin)["link"])')
   run age-decrypt age -d -i key.txt -o base.out base.age
+  rm -f base.out
+  run age-decrypt+sync sh -c 'age -d -i key.txt -o base.out base.age && sync base.out'
   rm -rf fetched
   run hl-fetch env XDG_CONFIG_HOME="$WORK/doctor" "$BIN/healthlock" fetch "$LINK" -o fetched
   cmp -s fetched/input.bin input.bin || { echo "fetched file differs!"; exit 1; }
@@ -67,12 +76,13 @@ for line in open("results.txt"):
 def med(label): return statistics.median(s for s, _ in rows[label])
 def rss(label): return max(k for _, k in rows[label]) / 1024
 print(f"file: {size} MiB, rounds: {len(rows['hl-upload'])} (medians; peak RSS is the max)")
-print(f"{'what':<14} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
-for label in ["age-encrypt", "hl-upload", "age-decrypt", "hl-fetch"]:
+print(f"{'what':<17} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
+labels = ["age-encrypt", "age-encrypt+sync", "hl-upload", "age-decrypt", "age-decrypt+sync", "hl-fetch"]
+for label in labels:
     s = med(label)
-    print(f"{label:<14} {s:>8.2f} {size / s if s else 0:>8.0f} {rss(label):>13.1f}")
-print(f"upload / age encrypt: {med('hl-upload') / med('age-encrypt'):.2f}x")
-print(f"fetch / age decrypt:  {med('hl-fetch') / med('age-decrypt'):.2f}x")
+    print(f"{label:<17} {s:>8.2f} {size / s if s else 0:>8.0f} {rss(label):>13.1f}")
+for hl, base in [("hl-upload", "age-encrypt"), ("hl-fetch", "age-decrypt")]:
+    print(f"{hl} / {base}: {med(hl) / med(base):.2f}x; / {base}+sync: {med(hl) / med(base + '+sync'):.2f}x")
 print(f"server peak RSS: {server_rss / 1024:.1f} MiB")
 PY
 

@@ -93,9 +93,9 @@ impl Blobs {
 
     /// Streams a request body into a temp file, refusing more than `max` bytes, and fsyncs it.
     ///
-    /// This task receives and hashes; a blocking thread writes behind it ([`DurableWriter`]:
-    /// direct I/O where the disk allows), so the disk works while the network does and the final
-    /// fsync has almost nothing left.
+    /// This task receives and hashes; a blocking thread writes behind it ([`DurableWriter`],
+    /// which starts writeback as it goes), so the disk works while the network does and the
+    /// final fsync has almost nothing left.
     pub async fn receive(&self, body: Body, max: u64) -> ApiResult<Received> {
         let mut received = Received {
             path: self.tmp.join(healthlock_common::encoding::hex(
