@@ -3,7 +3,7 @@
 //!
 //! Both sides must sync what they write — the server before it acknowledges an upload, the CLI
 //! before it renames a fetched record into place. [`DurableWriter`] writes through the page
-//! cache in 1 MiB writes and starts writeback of every completed 8 MiB range as it goes, so the
+//! cache in writes of 256 KiB or more and starts writeback of every completed 8 MiB range as it goes, so the
 //! disk works while the network and the crypto do, and [`DurableWriter::finish`]'s fsync has at
 //! most one range left.
 //!
@@ -16,8 +16,9 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
-/// Bytes per write to the file: few system calls, and the writer's whole memory.
-pub const BUFFER: usize = 1 << 20;
+/// Bytes per write to the file: few system calls, and the writer's whole memory. Pieces at
+/// least this large skip the buffer and go to the file uncopied (the CLI's decrypted pieces are).
+pub const BUFFER: usize = 256 << 10;
 /// Bytes written between two writeback starts.
 pub const STEP: u64 = 8 << 20;
 
