@@ -3,15 +3,16 @@
 //!
 //! Both sides must sync what they write — the server before it acknowledges an upload, the CLI
 //! before it renames a fetched record into place. [`DurableWriter`] writes through the page
-//! cache in writes of 256 KiB or more and starts writeback of every completed 8 MiB range as it goes, so the
-//! disk works while the network and the crypto do, and [`DurableWriter::finish`]'s fsync has at
-//! most one range left.
+//! cache, 256 KiB or more at a time, and starts writeback of every completed 8 MiB range as it
+//! goes, so the disk works while the network and the crypto do, and [`DurableWriter::finish`]'s
+//! fsync has at most one range left.
 //!
 //! Why not direct I/O (`O_DIRECT`), which spares the page-cache copy: with one write in flight
 //! at a time its thread stalls on every disk request, and on a busy 2-core machine it must then
 //! wait to be scheduled before it can issue the next; the kernel's writeback keeps the disk's
-//! queue full instead. Side by side, a 512 MiB upload took 2.3–2.7 s buffered against
-//! 2.7–3.5 s direct, for about the same CPU. See docs/performance.md.
+//! queue full instead. Side by side, 512 MiB uploads took 2.3–2.7 s buffered against 2.7–3.5 s
+//! direct, for 1.2–1.7 core-seconds of the server's CPU against 1.0–1.2. See
+//! docs/performance.md.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
