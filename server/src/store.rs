@@ -354,8 +354,7 @@ impl Tx {
         let Some(row) = self.get::<SessionRow>(SESSIONS, token_hash)? else {
             return Ok(());
         };
-        self.put(
-            SESSIONS,
+        self.put_session(
             token_hash,
             &SessionRow {
                 last_seen: self.now,
