@@ -101,6 +101,14 @@ impl Api {
         self.decode(resp).await
     }
 
+    /// PUT JSON, read JSON.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let resp = self
+            .send(self.request(Method::PUT, path).json(body))
+            .await?;
+        self.decode(resp).await
+    }
+
     /// POST JSON, expect no body.
     pub async fn post_empty<B: Serialize>(&self, path: &str, body: &B) -> Result<()> {
         self.send(self.request(Method::POST, path).json(body))

@@ -36,6 +36,9 @@ pub struct Record {
     pub size: u64,
     /// Upload time, RFC 3339.
     pub created: String,
+    /// Whether it carries the patient's valid seal (their signature over what they uploaded).
+    /// `false` for a doctor's attachment, and for a record the server planted or altered.
+    pub sealed: bool,
     /// The doctor who attached it, if not the patient.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub added_by: Option<String>,

@@ -78,7 +78,7 @@ impl Write for ChannelWriter {
 }
 
 /// Encrypts `file` to `recipient` and streams the ciphertext as the body of `request`.
-/// Returns the server's JSON answer and the SHA-256 of the ciphertext the client sent.
+/// Returns the server's JSON answer and what the client sent: the ciphertext's SHA-256 and size.
 ///
 /// Reading and encryption run on a blocking thread; hashing and sending on the async runtime,
 /// so the two cores share the work (docs/performance.md).
@@ -88,7 +88,7 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
     file: &Path,
     recipient: age::x25519::Recipient,
     pb: ProgressBar,
-) -> Result<(T, String)> {
+) -> Result<(T, Sent)> {
     let mut src =
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(IN_FLIGHT);
@@ -122,20 +122,24 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
         }
         result
     });
-    // The hash of everything sent, once the body has ended.
+    // The hash and size of everything sent, once the body has ended.
     let (hashed_tx, hashed) = tokio::sync::oneshot::channel();
     let stream = futures_util::stream::unfold(
-        (rx, Sha256::new(), hashed_tx),
-        |(mut rx, mut hasher, hashed_tx)| async move {
+        (rx, Sha256::new(), 0u64, hashed_tx),
+        |(mut rx, mut hasher, mut size, hashed_tx)| async move {
             match rx.recv().await {
                 Some(item) => {
                     if let Ok(piece) = &item {
                         hasher.update(piece);
+                        size += piece.len() as u64;
                     }
-                    Some((item, (rx, hasher, hashed_tx)))
+                    Some((item, (rx, hasher, size, hashed_tx)))
                 }
                 None => {
-                    let _ = hashed_tx.send(healthlock_common::encoding::hex(&hasher.finalize()));
+                    let _ = hashed_tx.send(Sent {
+                        sha256: healthlock_common::encoding::hex(&hasher.finalize()),
+                        size,
+                    });
                     None
                 }
             }
@@ -148,10 +152,10 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
     match (sent, encrypted) {
         (Ok(resp), Ok(())) => {
             let answer = api.decode(resp).await?;
-            let hash = hashed
+            let sent = hashed
                 .await
                 .map_err(|_| integrity("the server answered before the whole upload was sent"))?;
-            Ok((answer, hash))
+            Ok((answer, sent))
         }
         (Err(e), Ok(_)) => Err(e),
         // The server stopped reading (e.g. too large): its answer is the real reason.
@@ -188,7 +192,16 @@ impl<T: AsRef<[u8]>> Read for ChannelReader<T> {
     }
 }
 
+/// The ciphertext an upload sent.
+pub struct Sent {
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+}
+
 /// What the ciphertext must be, as the patient signed it (or as the vault records it).
+#[derive(Clone, Debug)]
 pub struct Expected {
     /// Ciphertext size.
     pub size: u64,

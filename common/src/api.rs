@@ -227,8 +227,13 @@ pub struct RecordInfo {
     pub category: Category,
     /// Ciphertext size in bytes.
     pub size: u64,
-    /// SHA-256 of the ciphertext, hex.
+    /// SHA-256 of the ciphertext, hex: as the patient stated it in the seal, or as the server
+    /// computed it for a doctor's attachment.
     pub sha256: String,
+    /// The patient's seal over the record ([`crate::record_seal`]), hex; `None` for a
+    /// doctor's attachment. The patient's CLI trusts none of this record's fields without it.
+    #[serde(default)]
+    pub seal: Option<String>,
     /// Upload time.
     pub created: u64,
     /// The record key sealed to the patient.
@@ -240,6 +245,27 @@ pub struct RecordInfo {
     /// The doctor who attached it, if it was not the patient.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub added_by: Option<String>,
+}
+
+/// `POST /v1/records`: a patient's body is stored and waits for its seal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingUpload {
+    /// The id the record will have.
+    pub id: RecordId,
+    /// Bytes stored.
+    pub size: u64,
+    /// Unix time by which `PUT /v1/records/{id}/seal` must arrive; after it the body is dropped.
+    pub expires: u64,
+}
+
+/// `PUT /v1/records/{id}/seal`: the second step of an upload, once the body is stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealRecordRequest {
+    /// SHA-256 of the ciphertext the patient sent, hex.
+    pub sha256: String,
+    /// The patient's signature over the record ([`crate::record_seal`]), hex.
+    pub seal: String,
 }
 
 /// `POST /v1/shares`.

@@ -27,6 +27,7 @@ pub mod ids;
 pub mod kdf;
 pub mod keys;
 pub mod policy;
+pub mod record_seal;
 pub mod time;
 pub mod token;
 

@@ -32,8 +32,8 @@ pub struct Received {
     path: PathBuf,
     /// Bytes received.
     pub size: u64,
-    /// SHA-256 of what was received, hex.
-    pub sha256: String,
+    /// SHA-256 of what was received, hex, when asked for.
+    pub sha256: Option<String>,
     committed: bool,
 }
 
@@ -91,18 +91,20 @@ impl Blobs {
         self.dir.join(id.as_str())
     }
 
-    /// Streams a request body into a temp file, refusing more than `max` bytes, and fsyncs it.
+    /// Streams a request body into a temp file, refusing more than `max` bytes, and fsyncs it;
+    /// hashes it too if `hash` (a doctor's attachment: a patient's own upload is hashed and
+    /// sealed by the patient, and hashing it here would cost a full pass for nothing).
     ///
-    /// This task receives and hashes; a blocking thread writes behind it ([`DurableWriter`],
-    /// which starts writeback as it goes), so the disk works while the network does and the
-    /// final fsync has almost nothing left.
-    pub async fn receive(&self, body: Body, max: u64) -> ApiResult<Received> {
+    /// This task receives; a blocking thread writes behind it ([`DurableWriter`], which starts
+    /// writeback as it goes), so the disk works while the network does and the final fsync has
+    /// almost nothing left.
+    pub async fn receive(&self, body: Body, max: u64, hash: bool) -> ApiResult<Received> {
         let mut received = Received {
             path: self.tmp.join(healthlock_common::encoding::hex(
                 &healthlock_common::random_bytes::<16>(),
             )),
             size: 0,
-            sha256: String::new(),
+            sha256: None,
             committed: false,
         };
         let file = tokio::fs::File::create(&received.path)
@@ -111,7 +113,7 @@ impl Blobs {
             .await;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer = tokio::task::spawn_blocking(move || write_behind(file, rx));
-        let mut hasher = Sha256::new();
+        let mut hasher = hash.then(Sha256::new);
         let mut stream = body.into_data_stream();
         loop {
             // An idle timeout rather than a total one: a 2 GiB upload may take long, but a
@@ -142,14 +144,16 @@ impl Blobs {
             // dropped: a client still sending when the answer comes would see a broken pipe
             // instead of the reason, which the writer's result gives below.
             if !tx.is_closed() {
-                hasher.update(&chunk);
+                if let Some(h) = &mut hasher {
+                    h.update(&chunk);
+                }
                 let _ = tx.send(Piece::Data(chunk)).await;
             }
         }
         // If the writer already failed this send fails too, and its error is the answer.
         let _ = tx.send(Piece::End).await;
         writer.await.map_err(std::io::Error::other)??;
-        received.sha256 = healthlock_common::encoding::hex(&hasher.finalize());
+        received.sha256 = hasher.map(|h| healthlock_common::encoding::hex(&h.finalize()));
         Ok(received)
     }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod invite;
+pub mod pending;
 pub mod ratelimit;
 pub mod settings;
 pub mod state;
@@ -18,7 +19,7 @@ use crate::error::ApiError;
 use crate::state::{AppState, Inner};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use handlers::{accounts, audit, info, records, shares};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
             get(records::get).delete(records::delete),
         )
         .route("/v1/records/{id}/body", get(records::body))
+        .route("/v1/records/{id}/seal", put(records::seal))
         .route("/v1/shares", get(shares::list).post(shares::create))
         .route("/v1/shares/{id}/revoke", post(shares::revoke))
         .route("/v1/shares/{id}/challenge", post(shares::challenge))
@@ -145,6 +147,7 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
         challenges: Default::default(),
         limiter: Default::default(),
         grants: Default::default(),
+        pending: Default::default(),
         prelogin_secret,
         audit_key,
         writes,

@@ -26,6 +26,8 @@ pub struct Inner {
     pub challenges: Mutex<HashMap<String, (ShareId, u64)>>,
     /// Throttles logins, registrations and share opens.
     pub limiter: crate::ratelimit::RateLimiter,
+    /// Patients' uploads waiting for their seal.
+    pub pending: crate::pending::PendingUploads,
     /// Download grants after a successful open: (share, provider) → expiry.
     pub grants: Mutex<HashMap<(ShareId, UserId), u64>>,
     /// Makes the stable made-up salts that prelogin gives for unknown usernames.

@@ -145,8 +145,13 @@ pub struct RecordRow {
     pub category: Category,
     /// Ciphertext size.
     pub size: u64,
-    /// SHA-256 of the ciphertext, hex.
+    /// SHA-256 of the ciphertext, hex: the patient's word in `seal`, or for an attachment the
+    /// server's own hash.
     pub sha256: String,
+    /// The patient's seal (`healthlock_common::record_seal`), hex; `None` for an attachment
+    /// and for records stored before seals existed.
+    #[serde(default)]
+    pub seal: Option<String>,
     /// Upload time.
     pub created: u64,
     /// Record key sealed to the owner.

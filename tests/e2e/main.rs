@@ -11,5 +11,6 @@ mod notify;
 mod openapi;
 mod qr;
 mod refusals;
+mod seal;
 mod tamper;
 mod webhook;

@@ -202,3 +202,130 @@ fn records_a_role_may_not_read_are_never_keyed_to_the_share() {
         );
     }
 }
+
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+
+/// Stops the server and returns every record row by record id.
+fn record_rows(
+    server: &mut Server,
+) -> std::collections::HashMap<String, (String, serde_json::Value)> {
+    server.stop();
+    let db = Database::create(server.data.join("healthlock.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let t = txn.open_table(RECORDS).unwrap();
+    t.iter()
+        .unwrap()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            let row: serde_json::Value = serde_json::from_slice(v.value()).unwrap();
+            let id = row["id"].as_str().unwrap().to_owned();
+            (id, (k.value().to_owned(), row))
+        })
+        .collect()
+}
+
+/// Writes record rows (store key, row) while the server is stopped, then starts it again.
+fn put_record_rows(server: &mut Server, rows: &[(String, serde_json::Value)]) {
+    {
+        let db = Database::create(server.data.join("healthlock.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(RECORDS).unwrap();
+            for (key, row) in rows {
+                t.insert(key.as_str(), serde_json::to_vec(row).unwrap().as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    server.restart();
+}
+
+#[test]
+fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
+    let mut server = Server::start();
+    let alice = User::patient(&server, "alice");
+    let swapped = alice.upload(
+        &alice.file("a.pdf", b"%PDF what alice uploaded"),
+        "lab",
+        None,
+    );
+    let source = alice.upload(&alice.file("b.pdf", b"%PDF the server's pick"), "lab", None);
+    let relabelled = alice.upload(&alice.file("c.pdf", b"%PDF a lab result"), "lab", None);
+    let rows = record_rows(&mut server);
+    // A consistent swap: another record's body, size, hash, envelope and title under `swapped`'s
+    // id and seal. Before seals, `share` signed this into a share without noticing.
+    let (key_a, row_a) = rows[&swapped].clone();
+    let (_, row_b) = rows[&source].clone();
+    let mut swap = row_b.clone();
+    swap["id"] = row_a["id"].clone();
+    swap["seal"] = row_a["seal"].clone();
+    std::fs::copy(
+        server.data.join("blobs").join(&source),
+        server.data.join("blobs").join(&swapped),
+    )
+    .unwrap();
+    // A planted record: a copy of a real one under a new id, without a seal.
+    let planted = "0123456789abcdef0123456789abcdef".to_owned();
+    let mut plant = row_b.clone();
+    plant["id"] = planted.clone().into();
+    plant["seal"] = serde_json::Value::Null;
+    std::fs::copy(
+        server.data.join("blobs").join(&source),
+        server.data.join("blobs").join(&planted),
+    )
+    .unwrap();
+    let plant_key = key_a.replace(&swapped, &planted);
+    // A lab result moved into the category pharmacists can read.
+    let (key_c, mut relabel) = rows[&relabelled].clone();
+    relabel["category"] = "prescription".into();
+    put_record_rows(
+        &mut server,
+        &[(key_a, swap), (plant_key, plant), (key_c, relabel)],
+    );
+
+    let listed = alice.json(&["records"], None);
+    let sealed = |id: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} listed"))["sealed"]
+            .clone()
+    };
+    assert_eq!(sealed(&source), true);
+    for id in [&swapped, &planted, &relabelled] {
+        assert_eq!(sealed(id), false, "{id}");
+        let r = alice.run(&["--json", "share", id, "--role", "pharmacist"], None);
+        assert_eq!(r.code, 14, "{id}: {r:?}");
+        assert_eq!(r.error_code(), "integrity");
+        assert!(r.stderr.contains("no valid seal"), "{r:?}");
+        assert_eq!(
+            alice.fails(&["download", id, "-o", "out.pdf"], None, 14),
+            "integrity"
+        );
+        assert!(!alice.dir().join("out.pdf").exists());
+    }
+    assert!(
+        alice.json(&["shares"], None).as_array().unwrap().is_empty(),
+        "no share was made"
+    );
+    // The patient can still look at what the server holds, knowingly.
+    alice.ok(
+        &[
+            "download",
+            &swapped,
+            "-o",
+            "swapped.pdf",
+            "--allow-unsealed",
+        ],
+        None,
+    );
+    assert_eq!(
+        std::fs::read(alice.dir().join("swapped.pdf")).unwrap(),
+        b"%PDF the server's pick"
+    );
+    // The untouched record still shares.
+    alice.share(&[&source], "doctor", &[]);
+}

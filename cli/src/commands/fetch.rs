@@ -2,6 +2,7 @@
 //! (a doctor adds a record to the patient's vault through a share).
 
 use crate::client::Api;
+use crate::commands::vault::SentRecord;
 use crate::ctx::Ctx;
 use crate::error::{CliError, input, integrity};
 use crate::output::{Fetch, FetchedFile};
@@ -9,7 +10,9 @@ use crate::secret_input::{self, Source};
 use crate::transfer::{Expected, download_decrypted, progress};
 use anyhow::Result;
 use clap::Args;
-use healthlock_common::api::{AuditProof, Challenge, ErrorCode, OpenRequest, OpenResponse};
+use healthlock_common::api::{
+    AuditProof, Challenge, ErrorCode, OpenRequest, OpenResponse, RecordInfo,
+};
 use healthlock_common::audit;
 use healthlock_common::descriptor::{DescriptorEntry, ShareDescriptor};
 use healthlock_common::encoding::{hex, sha256_hex};
@@ -417,7 +420,7 @@ impl Attach {
         let patient = keys::parse_recipient(&opened.descriptor.patient_recipient)
             .map_err(|_| integrity("the descriptor's patient key is invalid"))?;
         let share_id = opened.secret.share_id();
-        let sent = crate::commands::vault::send_record(
+        let sent: SentRecord<RecordInfo> = crate::commands::vault::send_record(
             ctx,
             &opened.api,
             &format!("/v1/shares/{share_id}/records"),
@@ -427,7 +430,15 @@ impl Attach {
             &patient,
         )
         .await?;
-        let (info, title) = (sent.info.clone(), sent.view().title);
+        let info = sent.answer;
+        if info.sha256 != sent.sent.sha256 || info.size != sent.sent.size {
+            return Err(integrity(format!(
+                "the server stored different bytes for {} than were sent (record {})",
+                self.file.display(),
+                info.id
+            )));
+        }
+        let title = sent.meta.title;
         let out = serde_json::json!({
             "record": info.id, "share": share_id, "category": info.category, "title": title,
         });

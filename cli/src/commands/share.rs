@@ -73,7 +73,7 @@ impl ShareCmd {
                 healthlock_common::time::human_span(info.max_share_lifetime)
             )));
         }
-        let all = list_records(&api, &keys).await?;
+        let all = list_records(&api, &keys, &session.user_id).await?;
         let mut chosen = Vec::new();
         for arg in &self.records {
             let rec = resolve(&all, arg, |r| r.info.id.as_str(), "record")?;
@@ -83,6 +83,10 @@ impl ShareCmd {
             {
                 chosen.push(rec);
             }
+        }
+        // Before anything else: a record the server planted or altered is refused outright.
+        for r in &chosen {
+            r.expected()?;
         }
         let visible = chosen
             .iter()
@@ -123,11 +127,14 @@ impl ShareCmd {
             } else {
                 (Vec::new(), Vec::new())
             };
+            // The size and hash signed into the share are the patient's own (the seal), not
+            // the server's listing: a record the server planted or swapped is refused here.
+            let expected = r.expected()?;
             entries.push(DescriptorEntry {
                 id: r.info.id.clone(),
                 category: r.info.category,
-                size: r.info.size,
-                sha256: r.info.sha256.clone(),
+                size: expected.size,
+                sha256: expected.sha256,
                 envelope_sha256: sha256_hex(&envelope),
                 meta_sha256: sha256_hex(&meta),
             });

@@ -4,15 +4,18 @@ use crate::client::Api;
 use crate::ctx::Ctx;
 use crate::error::{input, integrity};
 use crate::output::{FetchedFile, Record};
-use crate::transfer::{Expected, download_decrypted, progress, upload_encrypted};
+use crate::transfer::{Expected, Sent, download_decrypted, progress, upload_encrypted};
 use anyhow::Result;
 use clap::Args;
-use healthlock_common::Category;
-use healthlock_common::api::{HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, RecordInfo};
+use healthlock_common::api::{
+    HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, PendingUpload, RecordInfo, SealRecordRequest,
+};
 use healthlock_common::encoding::b64;
 use healthlock_common::envelope::{RecordKey, RecordMeta};
 use healthlock_common::keys::AccountKeys;
+use healthlock_common::record_seal::RecordSeal;
 use healthlock_common::time::rfc3339;
+use healthlock_common::{Category, UserId};
 use reqwest::Method;
 use std::path::PathBuf;
 
@@ -41,6 +44,10 @@ pub struct Download {
     /// Overwrite an existing file.
     #[arg(long)]
     force: bool,
+    /// Download a record that carries no valid seal of yours (one stored before HealthLock sealed
+    /// uploads, or one the server planted or altered). Check what you get before you trust it.
+    #[arg(long)]
+    allow_unsealed: bool,
 }
 
 /// Delete a record from your vault (its body is removed; audit events keep its id).
@@ -58,6 +65,8 @@ pub struct Opened {
     pub key: Option<RecordKey>,
     /// Title and file name, if they decrypted.
     pub meta: Option<RecordMeta>,
+    /// Whether the patient's seal verifies with the patient's own key.
+    pub sealed: bool,
 }
 
 impl Opened {
@@ -75,24 +84,66 @@ impl Opened {
             category: self.info.category,
             size: meta.size,
             created: rfc3339(self.info.created),
+            sealed: self.sealed,
             added_by: self.info.added_by.clone(),
         }
     }
+
+    /// The ciphertext's size and hash as this CLI can vouch for them: from the patient's seal,
+    /// or, for a doctor's attachment, the server's word. A record of the patient's own that is
+    /// not sealed is refused: the server may have planted it or swapped its contents.
+    pub fn expected(&self) -> Result<Expected> {
+        if self.sealed || self.info.added_by.is_some() {
+            return Ok(Expected {
+                size: self.info.size,
+                sha256: self.info.sha256.clone(),
+            });
+        }
+        Err(integrity(format!(
+            "record {} carries no valid seal of yours, so nothing vouches that it is what you \
+             uploaded: the server may have planted or altered it, or it was stored before \
+             HealthLock sealed uploads. Delete it, or download it with --allow-unsealed, check \
+             it, and upload it again",
+            self.info.id
+        )))
+    }
 }
 
-/// Opens a record's envelope and metadata with the patient's key.
-pub fn open_record(keys: &AccountKeys, info: RecordInfo) -> Opened {
+/// Opens a record's envelope and metadata with the patient's key, and checks the patient's seal
+/// (`me` is the patient's account).
+pub fn open_record(keys: &AccountKeys, me: &UserId, info: RecordInfo) -> Opened {
     let key = RecordKey::open_envelope(&keys.age, &info.envelope).ok();
     let meta = key
         .as_ref()
         .and_then(|k| RecordMeta::open(k, &info.meta).ok());
-    Opened { info, key, meta }
+    let sealed = info.seal.as_deref().is_some_and(|seal| {
+        RecordSeal {
+            owner: me,
+            id: &info.id,
+            category: info.category,
+            size: info.size,
+            sha256: &info.sha256,
+            envelope: &info.envelope,
+            meta: &info.meta,
+        }
+        .verify(&keys.signing.verifying_key(), seal)
+        .is_ok()
+    });
+    Opened {
+        info,
+        key,
+        meta,
+        sealed,
+    }
 }
 
-/// Every record in the vault, decrypted.
-pub async fn list_records(api: &Api, keys: &AccountKeys) -> Result<Vec<Opened>> {
+/// Every record in the vault, decrypted and checked.
+pub async fn list_records(api: &Api, keys: &AccountKeys, me: &UserId) -> Result<Vec<Opened>> {
     let infos: Vec<RecordInfo> = api.get("/v1/records").await?;
-    Ok(infos.into_iter().map(|i| open_record(keys, i)).collect())
+    Ok(infos
+        .into_iter()
+        .map(|i| open_record(keys, me, i))
+        .collect())
 }
 
 /// Finds the one record whose id is `arg` or starts with it.
@@ -153,11 +204,11 @@ pub fn table(records: &[Record]) -> String {
         "ID", "CATEGORY", "SIZE", "CREATED", "TITLE"
     );
     for r in records {
-        let by = r
-            .added_by
-            .as_ref()
-            .map(|d| format!("  (added by {d})"))
-            .unwrap_or_default();
+        let by = match (&r.added_by, r.sealed) {
+            (Some(d), _) => format!("  (added by {d})"),
+            (None, true) => String::new(),
+            (None, false) => "  (NOT SEALED by you: see `healthlock download --help`)".into(),
+        };
         out.push_str(&format!(
             "{:<12}  {:<12}  {:>10}  {:<20}  {}{by}\n",
             &r.id.as_str()[..12],
@@ -178,7 +229,7 @@ impl Upload {
                 "--title names one file; upload several files without it (each is titled by its name)",
             ));
         }
-        let (api, _) = ctx.authed()?;
+        let (api, session) = ctx.authed()?;
         let keys = ctx.profile.keys()?;
         let patient = keys.age.to_public();
         for f in &self.files {
@@ -190,7 +241,7 @@ impl Upload {
         }
         let mut done = Vec::new();
         for file in &self.files {
-            let opened = send_record(
+            let sent: SentRecord<PendingUpload> = send_record(
                 ctx,
                 &api,
                 "/v1/records",
@@ -200,6 +251,7 @@ impl Upload {
                 &patient,
             )
             .await?;
+            let opened = seal_upload(&api, &keys, &session.user_id, sent).await?;
             let view = opened.view();
             if !ctx.json {
                 println!(
@@ -219,9 +271,27 @@ impl Upload {
     }
 }
 
+/// A record's body sent, with what its sender made on this machine.
+pub struct SentRecord<T> {
+    /// The server's answer.
+    pub answer: T,
+    /// The ciphertext sent.
+    pub sent: Sent,
+    /// The record key.
+    pub key: RecordKey,
+    /// Title and file name.
+    pub meta: RecordMeta,
+    /// The record key sealed to the patient, as sent.
+    pub envelope: Vec<u8>,
+    /// `meta` sealed to the record key, as sent.
+    pub sealed_meta: Vec<u8>,
+    /// The category sent.
+    pub category: Category,
+}
+
 /// Encrypts `file` as a new record sealed to `owner` (the patient) and streams it to `path`:
 /// the patient's upload and a doctor's attach differ only in where it goes and who `owner` is.
-pub async fn send_record(
+pub async fn send_record<T: serde::de::DeserializeOwned>(
     ctx: &Ctx,
     api: &Api,
     path: &str,
@@ -229,7 +299,7 @@ pub async fn send_record(
     category: Category,
     title: Option<String>,
     owner: &age::x25519::Recipient,
-) -> Result<Opened> {
+) -> Result<SentRecord<T>> {
     let size = std::fs::metadata(file)
         .map_err(|e| input(format!("cannot read {}: {e}", file.display())))?
         .len();
@@ -243,32 +313,72 @@ pub async fn send_record(
         size,
     };
     let key = RecordKey::generate();
+    let (envelope, sealed_meta) = (key.seal_to(owner), meta.seal(&key));
     let request = api
         .request(Method::POST, path)
         .header(HEADER_CATEGORY, category.as_str())
-        .header(HEADER_ENVELOPE, b64(&key.seal_to(owner)))
-        .header(HEADER_META, b64(&meta.seal(&key)));
+        .header(HEADER_ENVELOPE, b64(&envelope))
+        .header(HEADER_META, b64(&sealed_meta));
     let pb = progress(ctx.interactive(), size, &filename);
-    let (info, sent_hash): (RecordInfo, String) =
-        upload_encrypted(api, request, file, key.recipient(), pb).await?;
-    if info.sha256 != sent_hash {
-        return Err(integrity(format!(
-            "the server stored different bytes for {filename} than were sent (record {})",
-            info.id
-        )));
-    }
-    Ok(Opened {
-        info,
-        key: Some(key),
-        meta: Some(meta),
+    let (answer, sent) = upload_encrypted(api, request, file, key.recipient(), pb).await?;
+    Ok(SentRecord {
+        answer,
+        sent,
+        key,
+        meta,
+        envelope,
+        sealed_meta,
+        category,
     })
 }
 
-/// Lists your records, decrypting titles on this machine.
+/// The second step of a patient's upload: signs what was sent and makes it a record.
+async fn seal_upload(
+    api: &Api,
+    keys: &AccountKeys,
+    me: &UserId,
+    up: SentRecord<PendingUpload>,
+) -> Result<Opened> {
+    let id = up.answer.id;
+    if up.answer.size != up.sent.size {
+        return Err(integrity(format!(
+            "the server stored {} bytes of the {} sent; nothing was sealed (record {id})",
+            up.answer.size, up.sent.size
+        )));
+    }
+    let seal = RecordSeal {
+        owner: me,
+        id: &id,
+        category: up.category,
+        size: up.sent.size,
+        sha256: &up.sent.sha256,
+        envelope: &up.envelope,
+        meta: &up.sealed_meta,
+    }
+    .sign(&keys.signing);
+    let req = SealRecordRequest {
+        sha256: up.sent.sha256.clone(),
+        seal,
+    };
+    let info: RecordInfo = api.put(&format!("/v1/records/{id}/seal"), &req).await?;
+    let opened = open_record(keys, me, info);
+    if !opened.sealed || opened.info.id != id {
+        return Err(integrity(format!(
+            "the server did not store the record as sealed (record {id})"
+        )));
+    }
+    Ok(Opened {
+        key: Some(up.key),
+        meta: Some(up.meta),
+        ..opened
+    })
+}
+
+/// Lists your records, decrypting titles and checking seals on this machine.
 pub async fn records(ctx: &Ctx) -> Result<()> {
-    let (api, _) = ctx.authed()?;
+    let (api, session) = ctx.authed()?;
     let keys = ctx.profile.keys()?;
-    let views: Vec<Record> = list_records(&api, &keys)
+    let views: Vec<Record> = list_records(&api, &keys, &session.user_id)
         .await?
         .iter()
         .map(Opened::view)
@@ -279,10 +389,24 @@ pub async fn records(ctx: &Ctx) -> Result<()> {
 impl Download {
     /// Runs the command.
     pub async fn run(self, ctx: &Ctx) -> Result<()> {
-        let (api, _) = ctx.authed()?;
+        let (api, session) = ctx.authed()?;
         let keys = ctx.profile.keys()?;
-        let all = list_records(&api, &keys).await?;
+        let all = list_records(&api, &keys, &session.user_id).await?;
         let rec = resolve(&all, &self.record, |r| r.info.id.as_str(), "record")?;
+        let expected = match rec.expected() {
+            Ok(e) => e,
+            Err(_) if self.allow_unsealed => {
+                ctx.warn(&format!(
+                    "record {} carries no valid seal of yours; check what you get before you trust it",
+                    rec.info.id
+                ));
+                Expected {
+                    size: rec.info.size,
+                    sha256: rec.info.sha256.clone(),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let (Some(_), Some(meta)) = (&rec.key, &rec.meta) else {
             return Err(integrity(
                 "this record's key or title does not decrypt with your key",
@@ -299,10 +423,7 @@ impl Download {
             &api,
             &format!("/v1/records/{}/body", rec.info.id),
             identity,
-            &Expected {
-                size: rec.info.size,
-                sha256: rec.info.sha256.clone(),
-            },
+            &expected,
             &dest,
             self.force,
             pb,
@@ -330,9 +451,9 @@ impl Download {
 impl Delete {
     /// Runs the command.
     pub async fn run(self, ctx: &Ctx) -> Result<()> {
-        let (api, _) = ctx.authed()?;
+        let (api, session) = ctx.authed()?;
         let keys = ctx.profile.keys()?;
-        let all = list_records(&api, &keys).await?;
+        let all = list_records(&api, &keys, &session.user_id).await?;
         let rec = resolve(&all, &self.record, |r| r.info.id.as_str(), "record")?;
         api.send(api.request(Method::DELETE, &format!("/v1/records/{}", rec.info.id)))
             .await?;

@@ -1,8 +1,10 @@
 //! A patient's vault: upload, list, read and delete records.
 
 use crate::auth::Caller;
+use crate::blobs::Received;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::path_id;
+use crate::extract::{AppJson, path_id};
+use crate::pending::{MAX_PER_OWNER, Pending, SEAL_WAIT};
 use crate::state::AppState;
 use crate::store::RecordRow;
 use axum::Json;
@@ -11,9 +13,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use healthlock_common::api::{
-    ErrorCode, HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, RecordInfo,
+    ErrorCode, HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, PendingUpload, RecordInfo,
+    SealRecordRequest,
 };
 use healthlock_common::envelope::MAX_SMALL_AGE_FILE;
+use healthlock_common::keys;
+use healthlock_common::record_seal::RecordSeal;
 use healthlock_common::{Category, RecordId, UserId};
 
 /// The category, envelope and sealed metadata that travel as headers beside an upload's body.
@@ -70,6 +75,7 @@ pub fn record_info(state: &AppState, r: RecordRow) -> RecordInfo {
         category: r.category,
         size: r.size,
         sha256: r.sha256,
+        seal: r.seal,
         created: r.created,
         envelope: r.envelope,
         meta: r.meta,
@@ -77,61 +83,66 @@ pub fn record_info(state: &AppState, r: RecordRow) -> RecordInfo {
     }
 }
 
-/// Streams a body to disk and adds it to `owner`'s vault with its audit event. Shared by the
-/// patient's upload and a doctor's attach; the caller has checked the right to write.
-pub async fn store_upload(
-    state: &AppState,
-    caller: &Caller,
-    owner: UserId,
-    headers: &HeaderMap,
-    body: Body,
-    action: &'static str,
-    share: Option<healthlock_common::ShareId>,
-) -> ApiResult<RecordInfo> {
-    let (h, body) = crate::blobs::or_drain(UploadHeaders::parse(headers), body).await?;
-    let quota = state.settings.quota;
-    let room = quota.saturating_sub(state.read(|s| s.usage(&owner))?);
-    let whose = if caller.user.id == owner {
+/// The refusal when an upload does not fit in `owner`'s vault.
+fn quota_full(state: &AppState, caller: &Caller, owner: &UserId) -> ApiError {
+    let whose = if &caller.user.id == owner {
         "your"
     } else {
         "the patient's"
     };
-    let quota_full = move || {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "{whose} vault is full (quota {} MiB); records must be deleted first",
-                quota >> 20
-            ),
-        )
-    };
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "{whose} vault is full (quota {} MiB); records must be deleted first",
+            state.settings.quota >> 20
+        ),
+    )
+}
+
+/// Reads an upload's headers and streams its body into a synced temp file, within what
+/// `owner`'s quota leaves (bodies waiting for their seal count too). `hash`: see
+/// [`crate::blobs::Blobs::receive`].
+async fn receive_upload(
+    state: &AppState,
+    caller: &Caller,
+    owner: &UserId,
+    headers: &HeaderMap,
+    body: Body,
+    hash: bool,
+) -> ApiResult<(UploadHeaders, Received)> {
+    let (h, body) = crate::blobs::or_drain(UploadHeaders::parse(headers), body).await?;
+    let used = state.read(|s| s.usage(owner))? + state.pending.bytes(owner);
+    let room = state.settings.quota.saturating_sub(used);
     let limit = state.settings.max_upload.min(room);
-    let received = match state.blobs.receive(body, limit).await {
+    match state.blobs.receive(body, limit, hash).await {
         Err(e) if e.body.code == ErrorCode::PayloadTooLarge && room < state.settings.max_upload => {
-            return Err(quota_full());
+            Err(quota_full(state, caller, owner))
         }
-        other => other?,
-    };
-    let id = RecordId::random();
-    let row = RecordRow {
-        id: id.clone(),
-        owner: owner.clone(),
-        category: h.category,
-        size: received.size,
-        sha256: received.sha256.clone(),
-        created: healthlock_common::time::now(),
-        envelope: h.envelope,
-        meta: h.meta,
-        added_by: (caller.user.id != owner).then(|| caller.user.id.clone()),
-    };
+        other => Ok((h, other?)),
+    }
+}
+
+/// Makes a received body the record `row` — blob renamed into place, then row and audit event
+/// committed together — and answers with what the patient sees of it.
+async fn commit_record(
+    state: &AppState,
+    caller: &Caller,
+    row: RecordRow,
+    received: Received,
+    action: &'static str,
+    share: Option<healthlock_common::ShareId>,
+) -> ApiResult<RecordInfo> {
+    let id = row.id.clone();
     state.blobs.commit(received, &id).await?;
     let ev = caller.event(action, share, Some(id.clone()), None);
     let stored = row.clone();
+    let quota = state.settings.quota;
+    let full = quota_full(state, caller, &row.owner);
     if let Err(e) = state
         .write(move |tx| {
             // Concurrent uploads may have filled the vault meanwhile.
             if tx.usage(&stored.owner)? + stored.size > quota {
-                return Ok(Err(quota_full()));
+                return Ok(Err(full));
             }
             tx.put_record(&stored)?;
             tx.append_audit(&stored.owner, ev)?;
@@ -147,22 +158,139 @@ pub async fn store_upload(
     state.blocking(move |_| record_info(&s, row)).await
 }
 
-/// `POST /v1/records`: the body is the record's age ciphertext, streamed.
+/// Streams a doctor's attachment to disk and adds it to `owner`'s vault with its audit event.
+/// The caller has checked the right to write. The server hashes the body itself: the patient
+/// did not send it, so there is no seal, and the hash is the server's word (see
+/// docs/threat-model.md).
+pub async fn store_attachment(
+    state: &AppState,
+    caller: &Caller,
+    owner: UserId,
+    headers: &HeaderMap,
+    body: Body,
+    share: healthlock_common::ShareId,
+) -> ApiResult<RecordInfo> {
+    let (h, received) = receive_upload(state, caller, &owner, headers, body, true).await?;
+    let row = RecordRow {
+        id: RecordId::random(),
+        owner,
+        category: h.category,
+        size: received.size,
+        sha256: received.sha256.clone().unwrap_or_default(),
+        seal: None,
+        created: healthlock_common::time::now(),
+        envelope: h.envelope,
+        meta: h.meta,
+        added_by: Some(caller.user.id.clone()),
+    };
+    commit_record(state, caller, row, received, "record.attach", Some(share)).await
+}
+
+/// `POST /v1/records`: the body is the record's age ciphertext, streamed. It is stored and
+/// synced, and waits (see [`crate::pending`]) for `PUT /v1/records/{id}/seal`; only then is it a
+/// record.
 pub async fn upload(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<(StatusCode, Json<RecordInfo>)> {
+) -> ApiResult<(StatusCode, Json<PendingUpload>)> {
     let allowed = caller.and_then(|c| c.require_vault_owner().map(|()| c));
     let (caller, body) = crate::blobs::or_drain(allowed, body).await?;
     let owner = caller.user.id.clone();
-    let info = store_upload(
+    let (h, received) = receive_upload(&state, &caller, &owner, &headers, body, false).await?;
+    let id = RecordId::random();
+    let pending = Pending::new(owner, h.category, h.envelope, h.meta, received);
+    let answer = PendingUpload {
+        id: id.clone(),
+        size: pending.received.size,
+        expires: pending.expires_unix(),
+    };
+    state.pending.insert(id, pending).map_err(|_| {
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "{MAX_PER_OWNER} uploads are already waiting for their seal; \
+                 seal them or let them expire (after {} minutes), then upload again",
+                SEAL_WAIT.as_secs() / 60
+            ),
+        )
+        .retry_after(60)
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// `PUT /v1/records/{id}/seal`: the patient's signature over a stored upload makes it a record.
+/// The seal must verify with the caller's own signing key; the server does not check the hash
+/// against the body (the patient's CLI does, at every download), which spares it a full pass.
+pub async fn seal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    AppJson(req): AppJson<SealRecordRequest>,
+) -> ApiResult<(StatusCode, Json<RecordInfo>)> {
+    caller.require_vault_owner()?;
+    let id: RecordId = path_id(&raw, "record")?;
+    let owner = caller.user.id.clone();
+    let pending = state.pending.take(&owner, &id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "no upload is waiting for a seal under this id: it was sealed already, or it \
+                 expired ({} minutes) or the server restarted; upload the file again",
+                SEAL_WAIT.as_secs() / 60
+            ),
+        )
+    })?;
+    let statement = RecordSeal {
+        owner: &owner,
+        id: &id,
+        category: pending.category,
+        size: pending.received.size,
+        sha256: &req.sha256,
+        envelope: &pending.envelope,
+        meta: &pending.meta,
+    };
+    let hash_ok = req.sha256.len() == 64
+        && req
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let sealed = hash_ok
+        && keys::parse_verifying_key(&caller.user.ed25519_public)
+            .and_then(|vk| statement.verify(&vk, &req.seal))
+            .is_ok();
+    if !sealed {
+        // Dropping `pending` removes the body: a client that cannot seal its upload is broken
+        // or is not the patient, and either way it starts again.
+        let ev = caller.event(
+            "record.upload",
+            None,
+            Some(id.clone()),
+            Some(ErrorCode::BadRequest),
+        );
+        state.write(move |tx| tx.append_audit(&owner, ev)).await?;
+        return Err(ApiError::bad_request(
+            "the seal does not verify with your signing key; nothing was stored",
+        ));
+    }
+    let row = RecordRow {
+        id,
+        owner,
+        category: pending.category,
+        size: pending.received.size,
+        sha256: req.sha256,
+        seal: Some(req.seal),
+        created: healthlock_common::time::now(),
+        envelope: pending.envelope,
+        meta: pending.meta,
+        added_by: None,
+    };
+    let info = commit_record(
         &state,
         &caller,
-        owner,
-        &headers,
-        body,
+        row,
+        pending.received,
         "record.upload",
         None,
     )

@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, path_id};
 use crate::handlers::accounts::{hash_secret, verify_secret};
-use crate::handlers::records::{store_upload, stream_blob};
+use crate::handlers::records::{store_attachment, stream_blob};
 use crate::state::AppState;
 use crate::store::{Appended, AuditHead, PASSCODE_LOCK_AT, ShareRecord, ShareRow, Tx};
 use axum::Json;
@@ -610,15 +610,6 @@ pub async fn attach(
     }
     .await;
     let ((caller, id, row), body) = crate::blobs::or_drain(allowed, body).await?;
-    let info = store_upload(
-        &state,
-        &caller,
-        row.patient.clone(),
-        &headers,
-        body,
-        "record.attach",
-        Some(id),
-    )
-    .await?;
+    let info = store_attachment(&state, &caller, row.patient.clone(), &headers, body, id).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }

@@ -187,6 +187,7 @@ fn record_row(
         category: Category::ALL[created as usize % Category::ALL.len()],
         size: SIZE,
         sha256: "00".repeat(32),
+        seal: None,
         created,
         envelope,
         meta,
