@@ -133,8 +133,11 @@ paths = {
                    ok(202, "PendingUpload", desc="stored, waiting for its seal"),
                    params=UPLOAD_HEADERS, body=BINARY_BODY, errs=(400, 403, 413)),
     },
-    "/v1/records/{id}/seal": {"put": op("Seal an uploaded body with the patient's signature: it becomes a record",
-                                        ok(201, "RecordInfo", desc="stored"), params=[ID("id", "record")],
+    "/v1/records/{id}/seal": {"put": op("Seal an uploaded body with the patient's signature (it becomes a record), "
+                                        "or seal a record that has none (an attachment the patient has checked)",
+                                        {**ok(201, "RecordInfo", desc="stored"),
+                                         **ok(200, "RecordInfo", desc="sealed in place, or sealed already with this seal")},
+                                        params=[ID("id", "record")],
                                         body=json_body("SealRecordRequest"), errs=(400, 403, 404, 413))},
     "/v1/records/{id}": {
         "get": op("One record's metadata and envelope", ok(200, "RecordInfo"), params=[ID("id", "record")], errs=(403, 404)),

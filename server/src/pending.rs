@@ -15,8 +15,18 @@ use std::time::{Duration, Instant};
 /// How long a stored body waits for its seal. The CLI sends it right after the body.
 pub const SEAL_WAIT: Duration = Duration::from_secs(600);
 
-/// Bodies one patient may have waiting at once (each counts against their quota meanwhile).
+/// Bodies one patient may have waiting at once. Their bytes count against the patient's quota
+/// meanwhile: a body is kept only if it fits beside the vault and the others waiting.
 pub const MAX_PER_OWNER: usize = 16;
+
+/// Drops `v` on a blocking thread: dropping a [`Pending`] removes its file, which for a large one
+/// can take a while.
+pub fn discard<T: Send + 'static>(v: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(move || drop(v))),
+        Err(_) => drop(v),
+    }
+}
 
 /// A stored body and the headers that came with it.
 pub struct Pending {
@@ -66,8 +76,13 @@ pub struct PendingUploads {
 }
 
 /// Why a body could not be kept waiting.
-#[derive(Debug)]
-pub struct TooMany;
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The owner has [`MAX_PER_OWNER`] waiting.
+    TooMany,
+    /// It does not fit in the room the owner's quota leaves beside the bodies waiting.
+    Full,
+}
 
 impl PendingUploads {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RecordId, Pending>> {
@@ -87,34 +102,43 @@ impl PendingUploads {
         gone.iter().filter_map(|id| map.remove(id)).collect()
     }
 
-    /// Bytes `owner` has waiting, which count against their quota until sealed or expired.
-    pub fn bytes(&self, owner: &UserId) -> u64 {
+    /// How many bodies `owner` has waiting, and their bytes.
+    pub fn waiting(&self, owner: &UserId) -> (usize, u64) {
         let mut map = self.lock();
         let expired = Self::expire(&mut map);
-        let total = map
+        let (n, bytes) = map
             .values()
             .filter(|p| &p.owner == owner)
-            .map(|p| p.received.size)
-            .sum();
+            .fold((0, 0), |(n, b), p| (n + 1, b + p.received.size));
         drop(map);
-        drop(expired);
-        total
+        discard(expired);
+        (n, bytes)
     }
 
-    /// Keeps `pending` under `id`, unless its owner already has [`MAX_PER_OWNER`] waiting.
-    pub fn insert(&self, id: RecordId, pending: Pending) -> Result<(), TooMany> {
+    /// Keeps `pending` under `id`, unless its owner already has [`MAX_PER_OWNER`] waiting or it
+    /// does not fit with theirs in `room` (the quota less the vault's usage). Checked here,
+    /// under the lock, because uploads stream concurrently; a refused body is removed.
+    pub fn insert(&self, id: RecordId, pending: Pending, room: u64) -> Result<(), Refused> {
         let mut map = self.lock();
         let expired = Self::expire(&mut map);
-        let waiting = map.values().filter(|p| p.owner == pending.owner).count();
-        let result = if waiting >= MAX_PER_OWNER {
-            Err(TooMany)
+        let (n, bytes) = map
+            .values()
+            .filter(|p| p.owner == pending.owner)
+            .fold((0, 0u64), |(n, b), p| (n + 1, b + p.received.size));
+        let result = if n >= MAX_PER_OWNER {
+            Err((Refused::TooMany, pending))
+        } else if bytes.saturating_add(pending.received.size) > room {
+            Err((Refused::Full, pending))
         } else {
             map.insert(id, pending);
             Ok(())
         };
         drop(map);
-        drop(expired);
-        result
+        discard(expired);
+        result.map_err(|(why, pending)| {
+            discard(pending);
+            why
+        })
     }
 
     /// Takes `owner`'s waiting body `id`, if it is there and has not expired.
@@ -126,7 +150,7 @@ impl PendingUploads {
             _ => None,
         };
         drop(map);
-        drop(expired);
+        discard(expired);
         found
     }
 }

@@ -140,21 +140,58 @@ fn doctor_reads_everything_and_attaches_a_note() {
     );
     let note_id = attached["record"].as_str().unwrap();
 
-    let records = alice.json(&["records"], None);
-    let rec = records
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == note_id)
-        .expect("attached record in vault");
+    let listed = || {
+        alice
+            .json(&["records"], None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == note_id)
+            .expect("attached record in vault")
+            .clone()
+    };
+    let rec = listed();
     assert_eq!(rec["title"], "Referral");
     assert_eq!(rec["added_by"], "carol");
-    let out = alice.json(&["download", note_id, "-o", "referral-copy.txt"], None);
+    assert_eq!(rec["sealed"], false);
+    // Only the server vouches for an attachment until alice has checked and sealed it.
+    assert_eq!(
+        alice.fails(&["share", note_id, "--role", "doctor"], None, 14),
+        "integrity"
+    );
+    assert_eq!(
+        alice.fails(&["download", note_id, "-o", "referral-copy.txt"], None, 14),
+        "integrity"
+    );
+    let out = alice.json(
+        &["download", note_id, "-o", "referral-copy.txt", "--seal"],
+        None,
+    );
     assert_eq!(
         std::fs::read(alice.dir().join("referral-copy.txt")).unwrap(),
         std::fs::read(&note).unwrap()
     );
     assert_eq!(out["sha256"].as_str().unwrap(), sha256_file(&note));
+    let rec = listed();
+    assert_eq!(rec["sealed"], true);
+    assert_eq!(rec["added_by"], "carol");
+    let audit = alice.json_lines(&["audit"], None);
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["action"] == "record.seal" && e["record"] == note_id),
+        "{audit:?}"
+    );
+    // Now it is alice's to share, and sealing twice is refused.
+    alice.share(&[note_id], "doctor", &[]);
+    assert_eq!(
+        alice.fails(
+            &["download", note_id, "-o", "again.txt", "--seal"],
+            None,
+            15
+        ),
+        "invalid_input"
+    );
 }
 
 #[test]

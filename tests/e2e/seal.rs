@@ -20,6 +20,36 @@ fn upload_body(server: &Server, token: &str, body: &[u8]) -> (u16, serde_json::V
     (status, serde_json::from_str(&text).unwrap_or_default())
 }
 
+/// [`upload_body`], sending the first half of the body, waiting at `halfway`, then the rest.
+fn upload_in_two_halves(
+    server: &Server,
+    token: &str,
+    body: &[u8],
+    halfway: &std::sync::Barrier,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /v1/records HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         x-healthlock-category: lab\r\nx-healthlock-envelope: ZW52\r\n\
+         x-healthlock-meta: bWV0YQ==\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    s.write_all(first).unwrap();
+    halfway.wait();
+    // Give the server time to read what was sent, so that every upload is under way.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = s.write_all(rest);
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let json = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(json).unwrap_or_default())
+}
+
 fn seal(server: &Server, token: &str, id: &str, seal: &str) -> (u16, serde_json::Value) {
     let body = serde_json::json!({ "sha256": "ab".repeat(32), "seal": seal }).to_string();
     let (status, text) = raw_http(
@@ -108,4 +138,37 @@ fn a_body_becomes_a_record_only_with_its_patients_valid_seal() {
     let records = bob.json(&["records"], None);
     assert_eq!(records[0]["id"], id.as_str());
     assert_eq!(records[0]["sealed"], true);
+}
+
+#[test]
+fn bodies_waiting_for_their_seal_never_exceed_the_quota_even_when_sent_at_once() {
+    let server = Server::start_with(&["--quota", "1MiB"]);
+    let alice = User::patient(&server, "alice");
+    let token = alice.session_token();
+    let body = vec![7u8; 400 << 10];
+    // Every upload is half sent before any is finished, so each started with the whole quota's
+    // room: only the check when a body is kept can stop them all being kept.
+    let halfway = std::sync::Barrier::new(6);
+    let accepted: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| upload_in_two_halves(&server, &token, &body, &halfway)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let (status, answer) = h.join().unwrap();
+                match status {
+                    202 => 1,
+                    413 => {
+                        assert_eq!(answer["error"]["code"], "payload_too_large", "{answer}");
+                        0
+                    }
+                    other => panic!("{other}: {answer}"),
+                }
+            })
+            .sum()
+    });
+    // 2 × 400 KiB fit in 1 MiB, a third does not.
+    assert!((1..=2).contains(&accepted), "{accepted} accepted");
+    assert_eq!(files_below(&server.data.join("tmp")).len(), accepted);
 }

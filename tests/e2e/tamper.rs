@@ -252,6 +252,7 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
     );
     let source = alice.upload(&alice.file("b.pdf", b"%PDF the server's pick"), "lab", None);
     let relabelled = alice.upload(&alice.file("c.pdf", b"%PDF a lab result"), "lab", None);
+    let disguised = alice.upload(&alice.file("d.pdf", b"%PDF alice's own"), "lab", None);
     let rows = record_rows(&mut server);
     // A consistent swap: another record's body, size, hash, envelope and title under `swapped`'s
     // id and seal. Before seals, `share` signed this into a share without noticing.
@@ -279,9 +280,25 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
     // A lab result moved into the category pharmacists can read.
     let (key_c, mut relabel) = rows[&relabelled].clone();
     relabel["category"] = "prescription".into();
+    // A swap dressed as a doctor's attachment (which carries no patient's seal).
+    let (key_d, row_d) = rows[&disguised].clone();
+    let mut disguise = row_b.clone();
+    disguise["id"] = row_d["id"].clone();
+    disguise["seal"] = serde_json::Value::Null;
+    disguise["added_by"] = row_b["owner"].clone();
+    std::fs::copy(
+        server.data.join("blobs").join(&source),
+        server.data.join("blobs").join(&disguised),
+    )
+    .unwrap();
     put_record_rows(
         &mut server,
-        &[(key_a, swap), (plant_key, plant), (key_c, relabel)],
+        &[
+            (key_a, swap),
+            (plant_key, plant),
+            (key_c, relabel),
+            (key_d, disguise),
+        ],
     );
 
     let listed = alice.json(&["records"], None);
@@ -295,7 +312,7 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
             .clone()
     };
     assert_eq!(sealed(&source), true);
-    for id in [&swapped, &planted, &relabelled] {
+    for id in [&swapped, &planted, &relabelled, &disguised] {
         assert_eq!(sealed(id), false, "{id}");
         let r = alice.run(&["--json", "share", id, "--role", "pharmacist"], None);
         assert_eq!(r.code, 14, "{id}: {r:?}");
@@ -328,4 +345,24 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
     );
     // The untouched record still shares.
     alice.share(&[&source], "doctor", &[]);
+    // A seal the server makes up for the planted record is refused and audited; the patient's
+    // own, after a download, is what makes it shareable.
+    let body = serde_json::json!({ "sha256": "ab".repeat(32), "seal": "00".repeat(64) });
+    let body = body.to_string();
+    let (status, _) = healthlock_tests::raw_http(
+        &server.url,
+        &format!(
+            "PUT /v1/records/{planted}/seal HTTP/1.1\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}",
+            alice.session_token(),
+            body.len()
+        ),
+        body.as_bytes(),
+    );
+    assert_eq!(status, 400);
+    assert!(alice.json_lines(&["audit"], None).iter().any(|e| {
+        e["action"] == "record.seal" && e["record"] == planted.as_str() && e["allowed"] == false
+    }));
+    alice.ok(&["download", &planted, "-o", "planted.pdf", "--seal"], None);
+    alice.share(&[&planted], "doctor", &[]);
 }

@@ -44,10 +44,15 @@ pub struct Download {
     /// Overwrite an existing file.
     #[arg(long)]
     force: bool,
-    /// Download a record that carries no valid seal of yours (one stored before HealthLock sealed
-    /// uploads, or one the server planted or altered). Check what you get before you trust it.
+    /// Download a record that carries no valid seal of yours: a doctor's attachment, one stored
+    /// before HealthLock sealed uploads, or one the server planted or altered. Check what you get
+    /// before you trust it.
     #[arg(long)]
     allow_unsealed: bool,
+    /// Download a record that carries no valid seal of yours, then seal it as downloaded, so that
+    /// `share` accepts it and any later change is caught. Check the file: the seal vouches for it.
+    #[arg(long, conflicts_with = "allow_unsealed")]
+    seal: bool,
 }
 
 /// Delete a record from your vault (its body is removed; audit events keep its id).
@@ -89,22 +94,28 @@ impl Opened {
         }
     }
 
-    /// The ciphertext's size and hash as this CLI can vouch for them: from the patient's seal,
-    /// or, for a doctor's attachment, the server's word. A record of the patient's own that is
-    /// not sealed is refused: the server may have planted it or swapped its contents.
+    /// The ciphertext's size and hash as the patient's seal states them. A record without a
+    /// valid seal is refused: nothing but the server's word vouches for it, and the server may
+    /// have planted it or swapped its contents (a doctor's attachment is sealed once the patient
+    /// has checked it, with `download --seal`).
     pub fn expected(&self) -> Result<Expected> {
-        if self.sealed || self.info.added_by.is_some() {
+        if self.sealed {
             return Ok(Expected {
                 size: self.info.size,
                 sha256: self.info.sha256.clone(),
             });
         }
+        let what = match &self.info.added_by {
+            Some(doctor) => format!("was attached by {doctor} and"),
+            None => "is yours but".into(),
+        };
         Err(integrity(format!(
-            "record {} carries no valid seal of yours, so nothing vouches that it is what you \
-             uploaded: the server may have planted or altered it, or it was stored before \
-             HealthLock sealed uploads. Delete it, or download it with --allow-unsealed, check \
-             it, and upload it again",
-            self.info.id
+            "record {} {what} carries no valid seal of yours, so only the server vouches for it \
+             (it may have planted or altered it; records stored before HealthLock sealed uploads \
+             have no seal either). Check it with `healthlock download {} --seal`, which seals it \
+             as downloaded, or delete it",
+            self.info.id,
+            &self.info.id.as_str()[..12]
         )))
     }
 }
@@ -205,7 +216,10 @@ pub fn table(records: &[Record]) -> String {
     );
     for r in records {
         let by = match (&r.added_by, r.sealed) {
-            (Some(d), _) => format!("  (added by {d})"),
+            (Some(d), true) => format!("  (added by {d})"),
+            (Some(d), false) => {
+                format!("  (added by {d}; not sealed by you: see `healthlock download --help`)")
+            }
             (None, true) => String::new(),
             (None, false) => "  (NOT SEALED by you: see `healthlock download --help`)".into(),
         };
@@ -346,32 +360,42 @@ async fn seal_upload(
             up.answer.size, up.sent.size
         )));
     }
-    let seal = RecordSeal {
-        owner: me,
-        id: &id,
-        category: up.category,
-        size: up.sent.size,
-        sha256: &up.sent.sha256,
-        envelope: &up.envelope,
-        meta: &up.sealed_meta,
-    }
-    .sign(&keys.signing);
-    let req = SealRecordRequest {
-        sha256: up.sent.sha256.clone(),
-        seal,
-    };
-    let info: RecordInfo = api.put(&format!("/v1/records/{id}/seal"), &req).await?;
-    let opened = open_record(keys, me, info);
-    if !opened.sealed || opened.info.id != id {
-        return Err(integrity(format!(
-            "the server did not store the record as sealed (record {id})"
-        )));
-    }
+    let opened = put_seal(
+        api,
+        keys,
+        RecordSeal {
+            owner: me,
+            id: &id,
+            category: up.category,
+            size: up.sent.size,
+            sha256: &up.sent.sha256,
+            envelope: &up.envelope,
+            meta: &up.sealed_meta,
+        },
+    )
+    .await?;
     Ok(Opened {
         key: Some(up.key),
         meta: Some(up.meta),
         ..opened
     })
+}
+
+/// Signs `statement` with the patient's key, sends it, and checks the record came back sealed.
+async fn put_seal(api: &Api, keys: &AccountKeys, statement: RecordSeal<'_>) -> Result<Opened> {
+    let id = statement.id;
+    let req = SealRecordRequest {
+        sha256: statement.sha256.to_owned(),
+        seal: statement.sign(&keys.signing),
+    };
+    let info: RecordInfo = api.put(&format!("/v1/records/{id}/seal"), &req).await?;
+    let opened = open_record(keys, statement.owner, info);
+    if !opened.sealed || &opened.info.id != id {
+        return Err(integrity(format!(
+            "the server did not store the record as sealed (record {id})"
+        )));
+    }
+    Ok(opened)
 }
 
 /// Lists your records, decrypting titles and checking seals on this machine.
@@ -393,13 +417,21 @@ impl Download {
         let keys = ctx.profile.keys()?;
         let all = list_records(&api, &keys, &session.user_id).await?;
         let rec = resolve(&all, &self.record, |r| r.info.id.as_str(), "record")?;
+        if self.seal && rec.sealed {
+            return Err(input(format!(
+                "record {} is sealed already; download it without --seal",
+                rec.info.id
+            )));
+        }
         let expected = match rec.expected() {
             Ok(e) => e,
-            Err(_) if self.allow_unsealed => {
-                ctx.warn(&format!(
-                    "record {} carries no valid seal of yours; check what you get before you trust it",
-                    rec.info.id
-                ));
+            Err(_) if self.allow_unsealed || self.seal => {
+                if !self.seal {
+                    ctx.warn(&format!(
+                        "record {} carries no valid seal of yours; check what you get before you trust it",
+                        rec.info.id
+                    ));
+                }
                 Expected {
                     size: rec.info.size,
                     sha256: rec.info.sha256.clone(),
@@ -429,6 +461,24 @@ impl Download {
             pb,
         )
         .await?;
+        if self.seal {
+            // What was just downloaded matched this size and hash and decrypted with your key.
+            put_seal(
+                &api,
+                &keys,
+                RecordSeal {
+                    owner: &session.user_id,
+                    id: &rec.info.id,
+                    category: rec.info.category,
+                    size: expected.size,
+                    sha256: &expected.sha256,
+                    envelope: &rec.info.envelope,
+                    meta: &rec.info.meta,
+                },
+            )
+            .await?;
+        }
+        let sealed = self.seal;
         let out = FetchedFile {
             record: rec.info.id.clone(),
             path: written.path.display().to_string(),
@@ -438,12 +488,20 @@ impl Download {
             category: rec.info.category,
         };
         ctx.output(&out, || {
-            format!(
+            let mut s = format!(
                 "wrote {} ({}, sha256 {})",
                 out.path,
                 human_size(out.size),
                 out.sha256
-            )
+            );
+            if sealed {
+                s.push_str(&format!(
+                    "\nsealed record {} as downloaded; if this file is not what you expect, \
+                     delete the record",
+                    out.record
+                ));
+            }
+            s
         })
     }
 }

@@ -4,7 +4,7 @@ use crate::auth::Caller;
 use crate::blobs::Received;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, path_id};
-use crate::pending::{MAX_PER_OWNER, Pending, SEAL_WAIT};
+use crate::pending::{MAX_PER_OWNER, Pending, Refused, SEAL_WAIT};
 use crate::state::AppState;
 use crate::store::RecordRow;
 use axum::Json;
@@ -111,7 +111,7 @@ async fn receive_upload(
     hash: bool,
 ) -> ApiResult<(UploadHeaders, Received)> {
     let (h, body) = crate::blobs::or_drain(UploadHeaders::parse(headers), body).await?;
-    let used = state.read(|s| s.usage(owner))? + state.pending.bytes(owner);
+    let used = state.read(|s| s.usage(owner))? + state.pending.waiting(owner).1;
     let room = state.settings.quota.saturating_sub(used);
     let limit = state.settings.max_upload.min(room);
     match state.blobs.receive(body, limit, hash).await {
@@ -195,18 +195,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<PendingUpload>)> {
-    let allowed = caller.and_then(|c| c.require_vault_owner().map(|()| c));
-    let (caller, body) = crate::blobs::or_drain(allowed, body).await?;
-    let owner = caller.user.id.clone();
-    let (h, received) = receive_upload(&state, &caller, &owner, &headers, body, false).await?;
-    let id = RecordId::random();
-    let pending = Pending::new(owner, h.category, h.envelope, h.meta, received);
-    let answer = PendingUpload {
-        id: id.clone(),
-        size: pending.received.size,
-        expires: pending.expires_unix(),
-    };
-    state.pending.insert(id, pending).map_err(|_| {
+    let too_many = || {
         ApiError::new(
             ErrorCode::RateLimited,
             format!(
@@ -216,13 +205,77 @@ pub async fn upload(
             ),
         )
         .retry_after(60)
-    })?;
+    };
+    let allowed = caller.and_then(|c| {
+        c.require_vault_owner()?;
+        // Refused before the body when it is plain; concurrent uploads are checked again below.
+        if state.pending.waiting(&c.user.id).0 >= MAX_PER_OWNER {
+            return Err(too_many());
+        }
+        Ok(c)
+    });
+    let (caller, body) = crate::blobs::or_drain(allowed, body).await?;
+    let owner = caller.user.id.clone();
+    let (h, received) = receive_upload(&state, &caller, &owner, &headers, body, false).await?;
+    let id = RecordId::random();
+    let pending = Pending::new(owner.clone(), h.category, h.envelope, h.meta, received);
+    let answer = PendingUpload {
+        id: id.clone(),
+        size: pending.received.size,
+        expires: pending.expires_unix(),
+    };
+    let room = state
+        .settings
+        .quota
+        .saturating_sub(state.read(|s| s.usage(&owner))?);
+    state
+        .pending
+        .insert(id, pending, room)
+        .map_err(|why| match why {
+            Refused::TooMany => too_many(),
+            Refused::Full => quota_full(&state, &caller, &owner),
+        })?;
     Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// Whether `seal` is the caller's valid seal over the record as described, with a well-formed hash.
+fn seal_verifies(caller: &Caller, statement: &RecordSeal<'_>, seal: &str) -> bool {
+    let hash_ok = statement.sha256.len() == 64
+        && statement
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    hash_ok
+        && keys::parse_verifying_key(&caller.user.ed25519_public)
+            .and_then(|vk| statement.verify(&vk, seal))
+            .is_ok()
+}
+
+/// Audits a seal that did not verify and answers with the refusal.
+async fn refuse_seal(
+    state: &AppState,
+    caller: &Caller,
+    action: &'static str,
+    id: RecordId,
+    what: &str,
+) -> ApiError {
+    let ev = caller.event(action, None, Some(id), Some(ErrorCode::BadRequest));
+    let owner = caller.user.id.clone();
+    if let Err(e) = state.write(move |tx| tx.append_audit(&owner, ev)).await {
+        return e;
+    }
+    ApiError::bad_request(format!(
+        "the seal does not verify with your signing key; {what}"
+    ))
 }
 
 /// `PUT /v1/records/{id}/seal`: the patient's signature over a stored upload makes it a record.
 /// The seal must verify with the caller's own signing key; the server does not check the hash
 /// against the body (the patient's CLI does, at every download), which spares it a full pass.
+///
+/// For a record that exists without a seal (a doctor's attachment the patient has checked, or
+/// one stored before seals), the same request seals it in place (`record.seal`). Sealing again
+/// with the same seal answers the record, so a client whose answer was lost can ask again.
 pub async fn seal(
     State(state): State<AppState>,
     caller: Caller,
@@ -232,16 +285,9 @@ pub async fn seal(
     caller.require_vault_owner()?;
     let id: RecordId = path_id(&raw, "record")?;
     let owner = caller.user.id.clone();
-    let pending = state.pending.take(&owner, &id).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NotFound,
-            format!(
-                "no upload is waiting for a seal under this id: it was sealed already, or it \
-                 expired ({} minutes) or the server restarted; upload the file again",
-                SEAL_WAIT.as_secs() / 60
-            ),
-        )
-    })?;
+    let Some(pending) = state.pending.take(&owner, &id) else {
+        return seal_existing(state, caller, id, req).await;
+    };
     let statement = RecordSeal {
         owner: &owner,
         id: &id,
@@ -251,28 +297,12 @@ pub async fn seal(
         envelope: &pending.envelope,
         meta: &pending.meta,
     };
-    let hash_ok = req.sha256.len() == 64
-        && req
-            .sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let sealed = hash_ok
-        && keys::parse_verifying_key(&caller.user.ed25519_public)
-            .and_then(|vk| statement.verify(&vk, &req.seal))
-            .is_ok();
-    if !sealed {
+    if !seal_verifies(&caller, &statement, &req.seal) {
         // Dropping `pending` removes the body: a client that cannot seal its upload is broken
         // or is not the patient, and either way it starts again.
-        let ev = caller.event(
-            "record.upload",
-            None,
-            Some(id.clone()),
-            Some(ErrorCode::BadRequest),
-        );
-        state.write(move |tx| tx.append_audit(&owner, ev)).await?;
-        return Err(ApiError::bad_request(
-            "the seal does not verify with your signing key; nothing was stored",
-        ));
+        crate::pending::discard(pending);
+        let what = "nothing was stored";
+        return Err(refuse_seal(&state, &caller, "record.upload", id, what).await);
     }
     let row = RecordRow {
         id,
@@ -286,16 +316,88 @@ pub async fn seal(
         meta: pending.meta,
         added_by: None,
     };
-    let info = commit_record(
-        &state,
-        &caller,
-        row,
-        pending.received,
-        "record.upload",
-        None,
-    )
-    .await?;
+    // On its own task, so that a request cut off by its timeout (a slow disk) cannot leave a
+    // blob renamed but its record uncommitted; the client may then ask again (above).
+    let s = state.clone();
+    let commit = tokio::spawn(async move {
+        commit_record(&s, &caller, row, pending.received, "record.upload", None).await
+    });
+    let info = commit.await.map_err(ApiError::internal)??;
     Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// The second case of [`seal`]: a record already in the caller's vault.
+async fn seal_existing(
+    state: AppState,
+    caller: Caller,
+    id: RecordId,
+    req: SealRecordRequest,
+) -> ApiResult<(StatusCode, Json<RecordInfo>)> {
+    let owner = caller.user.id.clone();
+    let (o, i) = (owner.clone(), id.clone());
+    let row = state
+        .blocking(move |s| s.store.record(&o, &i))
+        .await??
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "no upload is waiting for a seal under this id, and no record has it: the \
+                     upload expired ({} minutes) or the server restarted; upload the file again",
+                    SEAL_WAIT.as_secs() / 60
+                ),
+            )
+        })?;
+    if let Some(existing) = &row.seal {
+        if *existing == req.seal && row.sha256 == req.sha256 {
+            let s = state.clone();
+            let info = state.blocking(move |_| record_info(&s, row)).await?;
+            return Ok((StatusCode::OK, Json(info)));
+        }
+        return Err(ApiError::bad_request("this record is sealed already"));
+    }
+    let statement = RecordSeal {
+        owner: &owner,
+        id: &id,
+        category: row.category,
+        size: row.size,
+        sha256: &req.sha256,
+        envelope: &row.envelope,
+        meta: &row.meta,
+    };
+    if !seal_verifies(&caller, &statement, &req.seal) {
+        let what = "the record is unchanged";
+        return Err(refuse_seal(&state, &caller, "record.seal", id, what).await);
+    }
+    let ev = caller.event("record.seal", None, Some(id.clone()), None);
+    let sealed = RecordRow {
+        sha256: req.sha256,
+        seal: Some(req.seal),
+        ..row
+    };
+    let stored = sealed.clone();
+    state
+        .write(move |tx| {
+            // Unchanged since it was checked above? (A delete or another seal may have won.)
+            let now = tx.record(&stored.owner, &stored.id)?;
+            let same = |r: &RecordRow| {
+                r.seal.is_none()
+                    && (r.category, r.size, &r.envelope, &r.meta)
+                        == (stored.category, stored.size, &stored.envelope, &stored.meta)
+            };
+            if !now.is_some_and(|r| same(&r)) {
+                return Ok(Err(ApiError::bad_request(
+                    "the record changed while it was being sealed; list your records again",
+                )));
+            }
+            tx.put_record(&stored)?;
+            tx.append_audit(&stored.owner, ev)?;
+            Ok(Ok(()))
+        })
+        .await??;
+    let s = state.clone();
+    let info = state.blocking(move |_| record_info(&s, sealed)).await?;
+    Ok((StatusCode::OK, Json(info)))
 }
 
 /// `GET /v1/records`: the caller's records, oldest first.
