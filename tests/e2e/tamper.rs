@@ -328,6 +328,12 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
         alice.json(&["shares"], None).as_array().unwrap().is_empty(),
         "no share was made"
     );
+    // A record changed after it was sealed cannot be sealed again.
+    assert_eq!(
+        alice.fails(&["download", &swapped, "-o", "x.pdf", "--seal"], None, 14),
+        "integrity"
+    );
+    assert!(!alice.dir().join("x.pdf").exists());
     // The patient can still look at what the server holds, knowingly.
     alice.ok(
         &[

@@ -423,6 +423,13 @@ impl Download {
                 rec.info.id
             )));
         }
+        if self.seal && rec.info.seal.is_some() && !rec.sealed {
+            return Err(integrity(format!(
+                "record {} carries a seal that does not verify with your key: it was changed \
+                 after it was sealed, so it cannot be sealed again. Delete it",
+                rec.info.id
+            )));
+        }
         let expected = match rec.expected() {
             Ok(e) => e,
             Err(_) if self.allow_unsealed || self.seal => {
