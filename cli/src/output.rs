@@ -84,6 +84,9 @@ pub struct FetchedFile {
     pub title: String,
     /// Category.
     pub category: Category,
+    /// With `download --seal`: whether the record was sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<bool>,
 }
 
 /// `fetch`.

@@ -353,19 +353,26 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
     alice.share(&[&source], "doctor", &[]);
     // A seal the server makes up for the planted record is refused and audited; the patient's
     // own, after a download, is what makes it shareable.
-    let body = serde_json::json!({ "sha256": "ab".repeat(32), "seal": "00".repeat(64) });
-    let body = body.to_string();
-    let (status, _) = healthlock_tests::raw_http(
-        &server.url,
-        &format!(
-            "PUT /v1/records/{planted}/seal HTTP/1.1\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}",
-            alice.session_token(),
-            body.len()
-        ),
-        body.as_bytes(),
-    );
+    let put_seal = |sha256: &serde_json::Value| {
+        let body = serde_json::json!({ "sha256": sha256, "seal": "00".repeat(64) }).to_string();
+        healthlock_tests::raw_http(
+            &server.url,
+            &format!(
+                "PUT /v1/records/{planted}/seal HTTP/1.1\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}",
+                alice.session_token(),
+                body.len()
+            ),
+            body.as_bytes(),
+        )
+    };
+    // (A hash other than the stored one is refused first: the patient did not download it.)
+    let (status, err) = put_seal(&"ab".repeat(32).into());
     assert_eq!(status, 400);
+    assert!(err.contains("hash does not match"), "{err}");
+    let (status, err) = put_seal(&row_b["sha256"]);
+    assert_eq!(status, 400);
+    assert!(err.contains("does not verify"), "{err}");
     assert!(alice.json_lines(&["audit"], None).iter().any(|e| {
         e["action"] == "record.seal" && e["record"] == planted.as_str() && e["allowed"] == false
     }));

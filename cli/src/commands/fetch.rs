@@ -385,6 +385,7 @@ impl FetchCmd {
                     size: written.size,
                     title: meta.title,
                     category: entry.category,
+                    sealed: None,
                 },
                 tmp,
             ));

@@ -105,17 +105,21 @@ impl Opened {
                 sha256: self.info.sha256.clone(),
             });
         }
-        let what = match &self.info.added_by {
-            Some(doctor) => format!("was attached by {doctor} and"),
-            None => "is yours but".into(),
+        let short = &self.info.id.as_str()[..12];
+        let next = match &self.info.added_by {
+            Some(doctor) => format!(
+                "The server says {doctor} attached it: check it with `healthlock download {short} \
+                 --seal`, which asks before it seals what it downloaded, or delete it"
+            ),
+            None => format!(
+                "If you uploaded it with a HealthLock that did not seal uploads yet, check it with \
+                 `healthlock download {short} --seal`; otherwise the server planted or altered \
+                 it: delete it"
+            ),
         };
         Err(integrity(format!(
-            "record {} {what} carries no valid seal of yours, so only the server vouches for it \
-             (it may have planted or altered it; records stored before HealthLock sealed uploads \
-             have no seal either). Check it with `healthlock download {} --seal`, which seals it \
-             as downloaded, or delete it",
-            self.info.id,
-            &self.info.id.as_str()[..12]
+            "record {} carries no valid seal of yours, so only the server vouches for it. {next}",
+            self.info.id
         )))
     }
 }
@@ -468,9 +472,11 @@ impl Download {
             pb,
         )
         .await?;
-        if self.seal {
-            // What was just downloaded matched this size and hash and decrypted with your key.
-            put_seal(
+        // What was just downloaded matched the listing's size and hash and decrypted with your
+        // key; the listing's category and title are what get sealed with it, so show them.
+        let sealed = self.seal
+            && confirm_seal(ctx, &written.path, &meta.title, &rec.info)?
+            && put_seal(
                 &api,
                 &keys,
                 RecordSeal {
@@ -483,9 +489,8 @@ impl Download {
                     meta: &rec.info.meta,
                 },
             )
-            .await?;
-        }
-        let sealed = self.seal;
+            .await
+            .map(|_| true)?;
         let out = FetchedFile {
             record: rec.info.id.clone(),
             path: written.path.display().to_string(),
@@ -493,6 +498,7 @@ impl Download {
             size: written.size,
             title: meta.title.clone(),
             category: rec.info.category,
+            sealed: self.seal.then_some(sealed),
         };
         ctx.output(&out, || {
             let mut s = format!(
@@ -501,16 +507,42 @@ impl Download {
                 human_size(out.size),
                 out.sha256
             );
-            if sealed {
-                s.push_str(&format!(
+            match out.sealed {
+                Some(true) => s.push_str(&format!(
                     "\nsealed record {} as downloaded; if this file is not what you expect, \
                      delete the record",
                     out.record
-                ));
+                )),
+                Some(false) => s.push_str("\nnot sealed; the record stays as it was"),
+                None => {}
             }
             s
         })
     }
+}
+
+/// On a terminal, shows what is about to be sealed and asks; elsewhere `--seal` was the answer.
+fn confirm_seal(ctx: &Ctx, path: &std::path::Path, title: &str, info: &RecordInfo) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if ctx.json || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Ok(true);
+    }
+    let by = info
+        .added_by
+        .as_ref()
+        .map(|d| format!(", added by {d} (the server's word)"))
+        .unwrap_or_default();
+    eprint!(
+        "Wrote {}: \"{title}\", {}{by}.\nOpen it and check it is what you expect: the seal vouches \
+         for it, and `share` accepts it once sealed.\nSeal record {} now? [y/N] ",
+        path.display(),
+        info.category,
+        &info.id.as_str()[..12]
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 impl Delete {

@@ -343,7 +343,8 @@ async fn seal_existing(
                 ErrorCode::NotFound,
                 format!(
                     "no upload is waiting for a seal under this id, and no record has it: the \
-                     upload expired ({} minutes) or the server restarted; upload the file again",
+                     upload expired ({} minutes) or the server restarted, or its seal is still \
+                     being committed; list your records, then upload the file again if need be",
                     SEAL_WAIT.as_secs() / 60
                 ),
             )
@@ -355,6 +356,14 @@ async fn seal_existing(
             return Ok((StatusCode::OK, Json(info)));
         }
         return Err(ApiError::bad_request("this record is sealed already"));
+    }
+    // The server hashed every unsealed record itself (an attachment, or a record from before
+    // seals): a patient whose hash differs did not download what is stored, and a seal over it
+    // would make the record unusable.
+    if !row.sha256.is_empty() && row.sha256 != req.sha256 {
+        return Err(ApiError::bad_request(
+            "the hash does not match the stored record's; download it again before sealing it",
+        ));
     }
     let statement = RecordSeal {
         owner: &owner,
@@ -380,6 +389,13 @@ async fn seal_existing(
         .write(move |tx| {
             // Unchanged since it was checked above? (A delete or another seal may have won.)
             let now = tx.record(&stored.owner, &stored.id)?;
+            // An identical seal committed meanwhile (the same request sent twice) is success.
+            if now
+                .as_ref()
+                .is_some_and(|r| r.seal == stored.seal && r.sha256 == stored.sha256)
+            {
+                return Ok(Ok(()));
+            }
             let same = |r: &RecordRow| {
                 r.seal.is_none()
                     && (r.category, r.size, &r.envelope, &r.meta)
