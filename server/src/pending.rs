@@ -91,66 +91,64 @@ impl PendingUploads {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Removes expired entries, returning them so their files are removed outside the lock.
-    fn expire(map: &mut HashMap<RecordId, Pending>) -> Vec<Pending> {
+    /// Runs `f` on the map with expired entries removed; their files are removed afterwards,
+    /// outside the lock.
+    fn with_live<R>(&self, f: impl FnOnce(&mut HashMap<RecordId, Pending>) -> R) -> R {
+        let mut map = self.lock();
         let now = Instant::now();
         let gone: Vec<RecordId> = map
             .iter()
             .filter(|(_, p)| p.expires <= now)
             .map(|(id, _)| id.clone())
             .collect();
-        gone.iter().filter_map(|id| map.remove(id)).collect()
+        let expired: Vec<Pending> = gone.iter().filter_map(|id| map.remove(id)).collect();
+        let result = f(&mut map);
+        drop(map);
+        discard(expired);
+        result
+    }
+
+    /// How many bodies `owner` has in `map`, and their bytes.
+    fn tally(map: &HashMap<RecordId, Pending>, owner: &UserId) -> (usize, u64) {
+        map.values()
+            .filter(|p| &p.owner == owner)
+            .fold((0, 0), |(n, b), p| (n + 1, b + p.received.size))
     }
 
     /// How many bodies `owner` has waiting, and their bytes.
     pub fn waiting(&self, owner: &UserId) -> (usize, u64) {
-        let mut map = self.lock();
-        let expired = Self::expire(&mut map);
-        let (n, bytes) = map
-            .values()
-            .filter(|p| &p.owner == owner)
-            .fold((0, 0), |(n, b), p| (n + 1, b + p.received.size));
-        drop(map);
-        discard(expired);
-        (n, bytes)
+        self.with_live(|map| Self::tally(map, owner))
     }
 
     /// Keeps `pending` under `id`, unless its owner already has [`MAX_PER_OWNER`] waiting or it
     /// does not fit with theirs in `room` (the quota less the vault's usage). Checked here,
     /// under the lock, because uploads stream concurrently; a refused body is removed.
     pub fn insert(&self, id: RecordId, pending: Pending, room: u64) -> Result<(), Refused> {
-        let mut map = self.lock();
-        let expired = Self::expire(&mut map);
-        let (n, bytes) = map
-            .values()
-            .filter(|p| p.owner == pending.owner)
-            .fold((0, 0u64), |(n, b), p| (n + 1, b + p.received.size));
-        let result = if n >= MAX_PER_OWNER {
-            Err((Refused::TooMany, pending))
-        } else if bytes.saturating_add(pending.received.size) > room {
-            Err((Refused::Full, pending))
-        } else {
-            map.insert(id, pending);
-            Ok(())
-        };
-        drop(map);
-        discard(expired);
-        result.map_err(|(why, pending)| {
-            discard(pending);
-            why
-        })
+        let refused = self.with_live(|map| {
+            let (n, bytes) = Self::tally(map, &pending.owner);
+            if n >= MAX_PER_OWNER {
+                Some((Refused::TooMany, pending))
+            } else if bytes.saturating_add(pending.received.size) > room {
+                Some((Refused::Full, pending))
+            } else {
+                map.insert(id, pending);
+                None
+            }
+        });
+        match refused {
+            None => Ok(()),
+            Some((why, pending)) => {
+                discard(pending);
+                Err(why)
+            }
+        }
     }
 
     /// Takes `owner`'s waiting body `id`, if it is there and has not expired.
     pub fn take(&self, owner: &UserId, id: &RecordId) -> Option<Pending> {
-        let mut map = self.lock();
-        let expired = Self::expire(&mut map);
-        let found = match map.get(id) {
+        self.with_live(|map| match map.get(id) {
             Some(p) if &p.owner == owner => map.remove(id),
             _ => None,
-        };
-        drop(map);
-        discard(expired);
-        found
+        })
     }
 }

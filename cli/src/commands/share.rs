@@ -85,9 +85,12 @@ impl ShareCmd {
             }
         }
         // Before anything else: a record the server planted or altered is refused outright.
-        for r in &chosen {
-            r.expected()?;
-        }
+        // The size and hash signed into the share are the patient's own (the seal), not the
+        // server's listing.
+        let vouched = chosen
+            .iter()
+            .map(|r| r.expected())
+            .collect::<Result<Vec<_>>>()?;
         let visible = chosen
             .iter()
             .filter(|r| self.role.may_read(r.info.category))
@@ -116,7 +119,7 @@ impl ShareCmd {
         let to_share = secret.age_identity().to_public();
         let mut entries = Vec::new();
         let mut envelopes = Vec::new();
-        for r in &chosen {
+        for (r, expected) in chosen.iter().zip(vouched) {
             // A record the role may not read is listed but never gets its key or title sealed
             // to the share, so the policy does not rest on the server alone.
             let (envelope, meta) = if self.role.may_read(r.info.category) {
@@ -127,9 +130,6 @@ impl ShareCmd {
             } else {
                 (Vec::new(), Vec::new())
             };
-            // The size and hash signed into the share are the patient's own (the seal), not
-            // the server's listing: a record the server planted or swapped is refused here.
-            let expected = r.expected()?;
             entries.push(DescriptorEntry {
                 id: r.info.id.clone(),
                 category: r.info.category,

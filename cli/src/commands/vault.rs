@@ -94,16 +94,21 @@ impl Opened {
         }
     }
 
+    /// The ciphertext's size and hash as the server lists them, vouched for or not.
+    fn listed(&self) -> Expected {
+        Expected {
+            size: self.info.size,
+            sha256: self.info.sha256.clone(),
+        }
+    }
+
     /// The ciphertext's size and hash as the patient's seal states them. A record without a
     /// valid seal is refused: nothing but the server's word vouches for it, and the server may
     /// have planted it or swapped its contents (a doctor's attachment is sealed once the patient
     /// has checked it, with `download --seal`).
     pub fn expected(&self) -> Result<Expected> {
         if self.sealed {
-            return Ok(Expected {
-                size: self.info.size,
-                sha256: self.info.sha256.clone(),
-            });
+            return Ok(self.listed());
         }
         let short = &self.info.id.as_str()[..12];
         let next = match &self.info.added_by {
@@ -443,10 +448,7 @@ impl Download {
                         rec.info.id
                     ));
                 }
-                Expected {
-                    size: rec.info.size,
-                    sha256: rec.info.sha256.clone(),
-                }
+                rec.listed()
             }
             Err(e) => return Err(e),
         };
