@@ -9,6 +9,7 @@ pub mod extract;
 pub mod handlers;
 pub mod invite;
 pub mod pending;
+pub mod proofs;
 pub mod ratelimit;
 pub mod settings;
 pub mod state;
@@ -125,7 +126,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Opens the data directory and builds the state, and starts the store's writer thread (group
-/// commit, [`state::batch_writer`]).
+/// commit, [`state::batch_writer`]) and the proof checker ([`proofs::ProofChecker`]).
 pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&settings.data_dir)?;
     let store = store::Store::open(&settings.data_dir.join("healthlock.redb"))?;
@@ -148,6 +149,8 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
         limiter: Default::default(),
         grants: Default::default(),
         pending: Default::default(),
+        share_keys: Default::default(),
+        proofs: proofs::ProofChecker::start()?,
         prelogin_secret,
         audit_key,
         writes,

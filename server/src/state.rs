@@ -28,6 +28,10 @@ pub struct Inner {
     pub limiter: crate::ratelimit::RateLimiter,
     /// Patients' uploads waiting for their seal.
     pub pending: crate::pending::PendingUploads,
+    /// Share keys, for checking open proofs without reading the share's row.
+    pub share_keys: crate::proofs::ShareKeys,
+    /// Checks the proofs of concurrent opens together.
+    pub proofs: crate::proofs::ProofChecker,
     /// Download grants after a successful open: (share, provider) → expiry.
     pub grants: Mutex<HashMap<(ShareId, UserId), u64>>,
     /// Makes the stable made-up salts that prelogin gives for unknown usernames.

@@ -1,19 +1,21 @@
 //! Share opens per second against the real server binary, each with its audit event durable
-//! before the reply: 64 client threads, each doing challenge + signed open over loopback.
+//! before the reply: 64 concurrent clients, each doing challenge + signed open over loopback.
 //!
 //!   cargo build --release --workspace && cargo bench -p healthlock-tests --bench open_rate [-- OPENS] [-- --close]
 //!
 //! Each client keeps its connection open, as the CLI does between challenge and open; `--close`
-//! makes a new connection per request instead. Uses the release binaries when built, else the
-//! debug ones. Not a test: it prints figures.
+//! makes a new connection per request instead. The clients are tasks on one thread, so the load
+//! generator, which shares the server's cores here, takes as little of them as it can (64
+//! threads took about a quarter more CPU per open, most of it switching between them). Uses the
+//! release binaries when built, else the debug ones. Not a test: it prints figures.
 
 use healthlock_common::token::parse_link_or_token;
-use healthlock_tests::{Server, User, open_over, open_raw};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
+use healthlock_tests::{Prover, Server, User};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,45 +30,51 @@ fn main() {
         .unwrap()
         .to_owned();
     let doc = User::provider(&server, "doc", "doctor");
-    let session = Arc::new(doc.session_token());
-    let url = Arc::new(server.url.clone());
-    let next = Arc::new(AtomicUsize::new(0));
+    // Each client opens the same link again and again: like one `healthlock fetch`, it derives
+    // the key once, and pays per open for the signature and the two requests.
+    let prover = Rc::new(Prover::new(&parse_link_or_token(&link).unwrap().secret));
+    let session = Rc::new(doc.session_token());
+    let url = Rc::new(server.url.clone());
+    let next = Rc::new(AtomicUsize::new(0));
     let server_pid = server.pid().expect("server running").to_string();
     let cpu_before = (cpu_seconds(&server_pid), cpu_seconds("self"));
     let start = Instant::now();
-    let handles: Vec<_> = (0..clients)
-        .map(|_| {
-            let (url, session, link, next) =
-                (url.clone(), session.clone(), link.clone(), next.clone());
-            std::thread::spawn(move || {
-                let secret = parse_link_or_token(&link).unwrap().secret;
-                let mut conn = (!close).then(|| Conn::new(&url));
-                let mut lat = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let t = Instant::now();
-                    let status = match &mut conn {
-                        Some(c) => {
-                            open_over(
-                                |path, body| c.post(&path, &session, body),
-                                &url,
-                                &secret,
-                                None,
-                            )
-                            .0
-                        }
-                        None => open_raw(&url, &session, &secret, None).0,
-                    };
-                    assert_eq!(status, 200);
-                    lat.push(t.elapsed());
-                }
-                lat
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let mut lat: Vec<Duration> = runtime.block_on(async {
+        let tasks = tokio::task::LocalSet::new();
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let (prover, session, url, next) =
+                    (prover.clone(), session.clone(), url.clone(), next.clone());
+                tasks.spawn_local(async move {
+                    let mut conn = Conn::new(&url, &session, close);
+                    let mut lat = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < total {
+                        let t = Instant::now();
+                        let (status, challenge) = conn.post(&prover.challenge_path(), b"{}").await;
+                        assert_eq!(status, 200, "{challenge}");
+                        let (path, body) = prover.open_request(&url, &challenge, None);
+                        let (status, body) = conn.post(&path, &body).await;
+                        assert_eq!(status, 200, "{body}");
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                })
             })
-        })
-        .collect();
-    let mut lat: Vec<Duration> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+            .collect();
+        tasks
+            .run_until(async {
+                let mut all = Vec::new();
+                for h in handles {
+                    all.extend(h.await.expect("client"));
+                }
+                all
+            })
+            .await
+    });
     let secs = start.elapsed().as_secs_f64();
     let cpu_after = (cpu_seconds(&server_pid), cpu_seconds("self"));
     lat.sort();
@@ -121,34 +129,50 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// One kept-alive HTTP/1.1 connection: just enough client for JSON requests and answers.
+/// One HTTP/1.1 client connection: just enough client for JSON requests and answers. With
+/// `close`, a new connection for every request.
 struct Conn {
     host: String,
-    stream: BufReader<TcpStream>,
+    session: String,
+    close: bool,
+    stream: Option<BufReader<TcpStream>>,
 }
 
 impl Conn {
-    fn new(url: &str) -> Self {
-        let host = url.trim_start_matches("http://").to_owned();
-        let stream = TcpStream::connect(&host).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
+    fn new(url: &str, session: &str, close: bool) -> Self {
         Self {
-            host,
-            stream: BufReader::new(stream),
+            host: url.trim_start_matches("http://").to_owned(),
+            session: session.to_owned(),
+            close,
+            stream: None,
         }
     }
 
-    fn post(&mut self, path: &str, session: &str, body: &[u8]) -> (u16, String) {
+    async fn post(&mut self, path: &str, body: &[u8]) -> (u16, String) {
+        if self.close || self.stream.is_none() {
+            let stream = TcpStream::connect(&self.host).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            self.stream = Some(BufReader::new(stream));
+        }
+        let stream = self.stream.as_mut().expect("connected");
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {session}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}{}\r\n\r\n",
             self.host,
-            body.len()
+            self.session,
+            body.len(),
+            if self.close {
+                "\r\nConnection: close"
+            } else {
+                ""
+            },
         );
-        let s = self.stream.get_mut();
-        s.write_all(&[head.as_bytes(), body].concat())
+        stream
+            .get_mut()
+            .write_all(&[head.as_bytes(), body].concat())
+            .await
             .expect("write");
         let mut line = String::new();
-        self.stream.read_line(&mut line).expect("status line");
+        stream.read_line(&mut line).await.expect("status line");
         let status = line
             .split_whitespace()
             .nth(1)
@@ -157,7 +181,7 @@ impl Conn {
         let mut len = 0;
         loop {
             line.clear();
-            self.stream.read_line(&mut line).expect("header");
+            stream.read_line(&mut line).await.expect("header");
             if line == "\r\n" {
                 break;
             }
@@ -168,7 +192,7 @@ impl Conn {
             }
         }
         let mut body = vec![0; len];
-        self.stream.read_exact(&mut body).expect("body");
+        stream.read_exact(&mut body).await.expect("body");
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 }

@@ -1,9 +1,10 @@
-//! Limits that must hold under concurrency: `--uses N` gives exactly N successful opens, and
-//! the passcode lock evaluates at most 5 wrong guesses however many arrive at once.
+//! Limits that must hold under concurrency: `--uses N` gives exactly N successful opens, the
+//! passcode lock evaluates at most 5 wrong guesses however many arrive at once, and proofs
+//! checked together refuse exactly the forged ones.
 
 use healthlock_common::token::parse_link_or_token;
-use healthlock_tests::{Server, User, open_raw};
-use std::sync::Arc;
+use healthlock_tests::{Prover, Server, User, open_raw, post_raw};
+use std::sync::{Arc, Barrier};
 
 /// Trials of the uses test: 100 by default, `HEALTHLOCK_TRIALS` to change.
 fn trials() -> usize {
@@ -112,4 +113,67 @@ fn the_passcode_lock_holds_under_50_concurrent_wrong_guesses() {
             .count(),
         51
     );
+}
+
+#[test]
+fn opens_arriving_together_refuse_exactly_the_forged_proofs() {
+    let server = Server::start_with(&["--open-rate", "1000000"]);
+    let alice = User::patient(&server, "alice");
+    let rx = alice.upload(&alice.file("rx.pdf", b"Rx"), "prescription", None);
+    let doc = User::provider(&server, "doc", "doctor");
+    let share = alice.share(&[&rx], "doctor", &[]);
+    let secret = parse_link_or_token(share["link"].as_str().unwrap())
+        .unwrap()
+        .secret;
+    let (url, session) = (Arc::new(server.url.clone()), Arc::new(doc.session_token()));
+    let (real, forger) = (
+        Arc::new(Prover::new(&secret)),
+        Arc::new(Prover::forger(secret.share_id())),
+    );
+    let (rounds, per_round) = (4, 32);
+    for round in 0..rounds {
+        // Every client holds its challenge before any sends its open, so the opens reach the
+        // server together and their proofs are checked in batches with forged ones among them.
+        let barrier = Arc::new(Barrier::new(per_round));
+        let handles: Vec<_> = (0..per_round)
+            .map(|i| {
+                let prover = if i % 2 == 0 { &real } else { &forger }.clone();
+                let (url, session, barrier) = (url.clone(), session.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let post = |path: &str, body: &[u8]| post_raw(&url, &session, path, body);
+                    let (status, challenge) = post(&prover.challenge_path(), b"{}");
+                    assert_eq!(status, 200, "{challenge}");
+                    let (path, body) = prover.open_request(&url, &challenge, None);
+                    barrier.wait();
+                    (i % 2 == 0, post(&path, &body))
+                })
+            })
+            .collect();
+        for h in handles {
+            let (genuine, (status, body)) = h.join().unwrap();
+            let code: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if genuine {
+                assert_eq!(
+                    status, 200,
+                    "round {round}: a genuine proof was refused: {body}"
+                );
+            } else {
+                assert_eq!(
+                    (status, code["error"]["code"].as_str()),
+                    (404, Some("not_found")),
+                    "round {round}: a forged proof was not refused as unknown: {body}"
+                );
+            }
+        }
+    }
+    // Each open, genuine or forged, is in the patient's log, the forged ones as refused.
+    let audit = alice.json_lines(&["audit"], None);
+    let opens = |allowed: bool| {
+        audit
+            .iter()
+            .filter(|e| e["action"] == "share.open" && e["allowed"] == allowed)
+            .count()
+    };
+    let half = rounds * per_round / 2;
+    assert_eq!((opens(true), opens(false)), (half, half));
 }

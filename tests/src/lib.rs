@@ -496,49 +496,112 @@ pub fn open_raw(
     secret: &healthlock_common::token::ShareSecret,
     passcode: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let post = |path: String, body: &[u8]| {
-        raw_http(
-            url,
-            &format!(
-                "POST {path} HTTP/1.1\r\nAuthorization: Bearer {session}\r\nContent-Type: application/json\r\nContent-Length: {}",
-                body.len()
-            ),
-            body,
-        )
-    };
-    open_over(post, url, secret, passcode)
+    open_over(
+        |path, body| post_raw(url, session, &path, body),
+        url,
+        secret,
+        passcode,
+    )
+}
+
+/// POSTs JSON with a session over a new connection, as [`raw_http`].
+pub fn post_raw(url: &str, session: &str, path: &str, body: &[u8]) -> (u16, String) {
+    raw_http(
+        url,
+        &format!(
+            "POST {path} HTTP/1.1\r\nAuthorization: Bearer {session}\r\nContent-Type: application/json\r\nContent-Length: {}",
+            body.len()
+        ),
+        body,
+    )
 }
 
 /// The open protocol — challenge, then the signed open — over any way of POSTing JSON:
 /// `post(path, body)` returns the status and the body.
 pub fn open_over(
-    mut post: impl FnMut(String, &[u8]) -> (u16, String),
+    post: impl FnMut(String, &[u8]) -> (u16, String),
     url: &str,
     secret: &healthlock_common::token::ShareSecret,
     passcode: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let id = secret.share_id();
-    let (status, challenge) = post(format!("/v1/shares/{id}/challenge"), b"{}");
-    assert_eq!(status, 200, "{challenge}");
-    let challenge: serde_json::Value = serde_json::from_str(&challenge).expect("challenge JSON");
-    let nonce = challenge["nonce"].as_str().expect("nonce");
-    let b64 = healthlock_common::encoding::b64;
-    let mut req = serde_json::json!({
-        "nonce": nonce,
-        "origin": url,
-        "signature": b64(&secret.sign_open(url, nonce).to_bytes()),
-    });
-    if let Some(p) = passcode {
-        req["passcode_proof"] = b64(&secret.passcode_proof(p)).into();
-    }
-    let (status, body) = post(
-        format!("/v1/shares/{id}/open"),
-        &serde_json::to_vec(&req).expect("JSON"),
-    );
+    let prover = Prover::new(secret);
+    let passcode = passcode.map(|p| secret.passcode_proof(p));
+    let (status, body) = prover.open(post, url, passcode.as_ref());
     (
         status,
         serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// What a token holder keeps between opens: the share id and the proof-of-possession key, both
+/// derived from the secret once (as one `healthlock fetch` does), so a client that opens again
+/// and again pays per open only for what each open needs — one signature.
+pub struct Prover {
+    id: healthlock_common::ShareId,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl Prover {
+    /// Derives the share id and key from the token's secret.
+    pub fn new(secret: &healthlock_common::token::ShareSecret) -> Self {
+        Self {
+            id: secret.share_id(),
+            key: secret.signing_key(),
+        }
+    }
+
+    /// One open — challenge, then the signed open (with a passcode proof if given) — over any
+    /// way of POSTing JSON. Returns the open's status and body, unparsed.
+    pub fn open(
+        &self,
+        mut post: impl FnMut(String, &[u8]) -> (u16, String),
+        url: &str,
+        passcode_proof: Option<&[u8; 32]>,
+    ) -> (u16, String) {
+        let (status, challenge) = post(self.challenge_path(), b"{}");
+        assert_eq!(status, 200, "{challenge}");
+        let (path, body) = self.open_request(url, &challenge, passcode_proof);
+        post(path, &body)
+    }
+
+    /// A prover for share `id` that holds some other key: every proof it makes is forged.
+    pub fn forger(id: healthlock_common::ShareId) -> Self {
+        Self {
+            id,
+            key: healthlock_common::token::ShareSecret::generate().signing_key(),
+        }
+    }
+
+    /// Where the challenge is asked for (POST, body `{}`).
+    pub fn challenge_path(&self) -> String {
+        format!("/v1/shares/{}/challenge", self.id)
+    }
+
+    /// The signed open for the challenge answered with `challenge` (JSON): its path and body.
+    pub fn open_request(
+        &self,
+        url: &str,
+        challenge: &str,
+        passcode_proof: Option<&[u8; 32]>,
+    ) -> (String, Vec<u8>) {
+        use ed25519_dalek::Signer;
+        let challenge: serde_json::Value = serde_json::from_str(challenge).expect("challenge JSON");
+        let nonce = challenge["nonce"].as_str().expect("nonce");
+        let b64 = healthlock_common::encoding::b64;
+        let message = healthlock_common::token::open_message(url, &self.id, nonce);
+        let mut req = serde_json::json!({
+            "nonce": nonce,
+            "origin": url,
+            "signature": b64(&self.key.sign(&message).to_bytes()),
+        });
+        if let Some(p) = passcode_proof {
+            req["passcode_proof"] = b64(p).into();
+        }
+        (
+            format!("/v1/shares/{}/open", self.id),
+            serde_json::to_vec(&req).expect("JSON"),
+        )
+    }
 }
 
 /// The common scene: patient `alice` with one prescription shared with pharmacists, and

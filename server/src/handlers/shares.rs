@@ -24,7 +24,7 @@ use healthlock_common::api::{
 };
 use healthlock_common::encoding::sha256_hex;
 use healthlock_common::envelope::MAX_SMALL_AGE_FILE;
-use healthlock_common::{RecordId, Role, ShareId, keys, token};
+use healthlock_common::{RecordId, Role, ShareId};
 use std::collections::HashSet;
 
 /// How long an open challenge stays valid.
@@ -362,16 +362,16 @@ pub async fn open(
             ),
         ));
     }
-    let row = state.read(|s| s.share(&id))?;
-    let proven = row.as_ref().is_some_and(|r| {
-        keys::parse_verifying_key(&r.verify_key)
-            .and_then(|vk| token::verify_open(&vk, &req.origin, &id, &req.nonce, &req.signature))
-            .is_ok()
-    });
+    let share = state.read(|s| state.share_keys.get(s, &id))?;
+    let proven = state
+        .proofs
+        .check(share.as_ref(), &req.origin, &id, &req.nonce, &req.signature)
+        .await?;
     if !proven {
-        // Unknown and unproven look the same, in the answer and in the caller's own log (which
-        // gets the attempt either way). The patient's log gets it too, in the same commit.
-        let patient = row.map(|r| r.patient);
+        // Unknown and unproven look the same, in the answer, in the time it takes and in the
+        // caller's own log (which gets the attempt either way). The patient's log gets it too,
+        // in the same commit.
+        let patient = share.map(|s| s.patient);
         let me = caller.user.id.clone();
         let event = || {
             caller.event(
