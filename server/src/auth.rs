@@ -71,12 +71,7 @@ impl FromRequestParts<AppState> for Caller {
         let hash = token_hash(token.trim());
         let client = client_addr(parts, &state.settings.trusted_proxies);
         let (idle, lifetime) = (state.settings.session_idle, state.settings.session_lifetime);
-        let found = state.read(|s| -> crate::store::StoreResult<_> {
-            let Some(session) = s.session(&hash)? else {
-                return Ok(None);
-            };
-            Ok(s.user_by_id(&session.user)?.map(|u| (session, u)))
-        })?;
+        let found = state.read(|s| s.session_user(&hash))?;
         let Some((session, user)) = found else {
             return Err(unauthenticated());
         };

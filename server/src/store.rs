@@ -403,6 +403,12 @@ impl Tx {
         self.get(RECORDS, &record_key(owner, id))
     }
 
+    /// Whether `owner` has this record, without decoding it.
+    pub fn has_record(&self, owner: &UserId, id: &RecordId) -> StoreResult<bool> {
+        let t = self.txn.open_table(RECORDS)?;
+        Ok(t.get(record_key(owner, id).as_str())?.is_some())
+    }
+
     /// Deletes a record's metadata; `false` if there was none.
     pub fn delete_record(&self, owner: &UserId, id: &RecordId) -> StoreResult<bool> {
         match self.record(owner, id)? {
@@ -421,8 +427,17 @@ impl Tx {
 
     /// Creates or updates a share.
     pub fn put_share(&self, row: &ShareRow) -> StoreResult<()> {
-        self.put(SHARES, row.id.as_str(), row)?;
-        self.put(PATIENT_SHARES, &format!("{}/{}", row.patient, row.id), &())
+        let created = self
+            .txn
+            .open_table(SHARES)?
+            .insert(row.id.as_str(), encode(row).as_slice())?
+            .is_none();
+        // Only a new share needs its index entry: rewriting it on every open would dirty one
+        // more page per commit for nothing.
+        if created {
+            self.put(PATIENT_SHARES, &format!("{}/{}", row.patient, row.id), &())?;
+        }
+        Ok(())
     }
 
     /// The owner's webhook.
@@ -542,6 +557,17 @@ pub struct Appended {
 /// The log of events that concern no account (e.g. logins with unknown usernames).
 pub fn server_log() -> UserId {
     UserId::from_bytes(&[0u8; 16])
+}
+
+fn user_by_id(txn: &redb::ReadTransaction, id: &UserId) -> StoreResult<Option<UserRow>> {
+    let name = txn
+        .open_table(USER_IDS)?
+        .get(id.as_str())?
+        .map(|v| v.value().to_owned());
+    match name {
+        Some(n) => get_json(&txn.open_table(USERS)?, &n),
+        None => Ok(None),
+    }
 }
 
 fn record_key(owner: &UserId, id: &RecordId) -> String {
@@ -702,21 +728,17 @@ impl Store {
 
     /// The user with this id.
     pub fn user_by_id(&self, id: &UserId) -> StoreResult<Option<UserRow>> {
-        let txn = self.db()?.begin_read()?;
-        let name = txn
-            .open_table(USER_IDS)?
-            .get(id.as_str())?
-            .map(|v| v.value().to_owned());
-        match name {
-            Some(n) => get_json(&txn.open_table(USERS)?, &n),
-            None => Ok(None),
-        }
+        user_by_id(&self.db()?.begin_read()?, id)
     }
 
-    /// The session stored under this token hash.
-    pub fn session(&self, token_hash: &str) -> StoreResult<Option<SessionRow>> {
+    /// The session stored under this token hash, with its user: one read transaction, as every
+    /// authenticated request makes it.
+    pub fn session_user(&self, token_hash: &str) -> StoreResult<Option<(SessionRow, UserRow)>> {
         let txn = self.db()?.begin_read()?;
-        get_json(&txn.open_table(SESSIONS)?, token_hash)
+        let Some(session) = get_json::<SessionRow>(&txn.open_table(SESSIONS)?, token_hash)? else {
+            return Ok(None);
+        };
+        Ok(user_by_id(&txn, &session.user)?.map(|u| (session, u)))
     }
 
     /// A record of `owner`.
@@ -893,8 +915,21 @@ mod tests {
     fn touching_a_session_never_brings_back_one_that_was_ended() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let user = UserRow {
+            id: UserId::random(),
+            username: "alice".into(),
+            role: Role::Patient,
+            created: 1,
+            salt: vec![0; 16],
+            kdf: Default::default(),
+            auth_phc: String::new(),
+            age_recipient: String::new(),
+            ed25519_public: String::new(),
+            wrapped_keys: Vec::new(),
+        };
+        store.write(|tx| tx.insert_user(&user)).unwrap();
         let row = SessionRow {
-            user: UserId::random(),
+            user: user.id.clone(),
             created: 1,
             last_seen: 1,
         };
@@ -909,7 +944,9 @@ mod tests {
                 tx.touch_session("ended")
             })
             .unwrap();
-        assert!(store.session("live").unwrap().unwrap().last_seen > 1);
-        assert!(store.session("ended").unwrap().is_none());
+        let (live, of) = store.session_user("live").unwrap().unwrap();
+        assert!(live.last_seen > 1);
+        assert_eq!(of.id, user.id);
+        assert!(store.session_user("ended").unwrap().is_none());
     }
 }

@@ -319,7 +319,7 @@ fn grant(
     let existing = row
         .records
         .iter()
-        .map(|r| Ok(tx.record(&row.patient, &r.keys.id)?.is_some()))
+        .map(|r| tx.has_record(&row.patient, &r.keys.id))
         .collect::<crate::store::StoreResult<_>>()?;
     Ok(Ok(Step::Opened(Box::new((row, appended, existing)))))
 }
