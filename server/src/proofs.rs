@@ -25,8 +25,9 @@ pub struct ShareKey {
     pub patient: UserId,
 }
 
-/// Most share keys kept; past it the map starts over (a reload costs one read of the row).
-const MAX_KEYS: usize = 100_000;
+/// Most share keys kept (about 300 bytes each); past it the map starts over (a reload costs one
+/// read of the row).
+const MAX_KEYS: usize = 10_000;
 
 /// Share keys by share id, loaded on first use.
 #[derive(Default)]
