@@ -12,6 +12,17 @@
 //! <head: h_size in hex>
 //! ```
 //!
+//! Checkpoints made together (the answers to opens committed in one batch) share one signature:
+//! the server signs the root of a Merkle tree over their texts, and each checkpoint carries its
+//! path to that root ([`BatchPath`]). Leaves are `SHA-256(0x00 ‖ text)`, inner nodes
+//! `SHA-256(0x01 ‖ left ‖ right)`, the tree is padded to a power of two with 32 zero bytes, and
+//! the signed message is
+//!
+//! ```text
+//! healthlock/v1/audit-checkpoint-batch
+//! <root in hex>
+//! ```
+//!
 //! A client that pinned the server's key and remembers the last head it verified accepts a new
 //! checkpoint only if the new events link from that head to the new one ([`verify_extension`]),
 //! so an altered, removed or reordered event, a rolled-back log and a forked history all fail.
@@ -93,9 +104,68 @@ pub struct Checkpoint {
     pub size: u64,
     /// `h_size`, hex.
     pub head: String,
-    /// Ed25519 signature by the server over [`Checkpoint::text`].
+    /// Ed25519 signature by the server over [`Checkpoint::text`], or, with `batch`, over the
+    /// root of the batch it was signed in.
     #[serde(with = "serde_b64")]
     pub signature: Vec<u8>,
+    /// Where this checkpoint's text sits in a batch signed once; absent when it was signed alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchPath>,
+}
+
+/// A checkpoint's place in a batch signed once: from its leaf, the sibling hashes lead to the
+/// signed root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPath {
+    /// The leaf's position, counted from 0 at the left.
+    pub index: u32,
+    /// The sibling of each node on the way up, from the leaf's, hex.
+    pub siblings: Vec<String>,
+}
+
+/// Deepest batch path accepted: 2^20 checkpoints under one signature is far more than any batch.
+const MAX_BATCH_DEPTH: usize = 20;
+
+fn leaf_hash(text: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(text.as_bytes());
+    h.finalize().into()
+}
+
+fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+fn batch_message(root: &[u8; 32]) -> String {
+    format!("healthlock/v1/audit-checkpoint-batch\n{}\n", hex(root))
+}
+
+impl BatchPath {
+    /// The root this path leads to from `leaf`, if it is well-formed.
+    fn root(&self, leaf: [u8; 32]) -> Result<[u8; 32], CryptoError> {
+        let bad = || CryptoError::Encoding("checkpoint batch path");
+        if self.siblings.len() > MAX_BATCH_DEPTH
+            || u64::from(self.index) >> self.siblings.len() != 0
+        {
+            return Err(bad());
+        }
+        self.siblings
+            .iter()
+            .enumerate()
+            .try_fold(leaf, |node, (level, sibling)| {
+                let sibling = parse_hash(sibling).map_err(|_| bad())?;
+                Ok(if self.index >> level & 1 == 0 {
+                    node_hash(&node, &sibling)
+                } else {
+                    node_hash(&sibling, &node)
+                })
+            })
+    }
 }
 
 impl Checkpoint {
@@ -117,17 +187,69 @@ impl Checkpoint {
             size,
             head,
             signature,
+            batch: None,
         }
     }
 
-    /// Checks the signature with the pinned server key.
+    /// Signs checkpoints of `(log, size, head)` with one signature over their Merkle root, each
+    /// with its path; a single one is signed alone ([`Checkpoint::sign`]).
+    pub fn sign_batch(
+        key: &SigningKey,
+        origin: &str,
+        heads: &[(UserId, u64, [u8; 32])],
+    ) -> Vec<Self> {
+        match heads {
+            [] => return Vec::new(),
+            [(log, size, head)] => return vec![Self::sign(key, origin, log, *size, head)],
+            _ => {}
+        }
+        let heads: Vec<(&UserId, u64, String)> =
+            heads.iter().map(|(l, s, h)| (l, *s, hex(h))).collect();
+        let mut level: Vec<[u8; 32]> = heads
+            .iter()
+            .map(|(log, size, head)| leaf_hash(&Self::text(origin, log, *size, head)))
+            .collect();
+        level.resize(level.len().next_power_of_two(), [0; 32]);
+        let mut siblings: Vec<Vec<String>> = vec![Vec::new(); heads.len()];
+        while level.len() > 1 {
+            for (i, path) in siblings.iter_mut().enumerate() {
+                path.push(hex(&level[(i >> path.len()) ^ 1]));
+            }
+            level = level
+                .chunks_exact(2)
+                .map(|pair| node_hash(&pair[0], &pair[1]))
+                .collect();
+        }
+        let signature = key.sign(batch_message(&level[0]).as_bytes()).to_bytes();
+        heads
+            .into_iter()
+            .zip(siblings)
+            .enumerate()
+            .map(|(index, ((log, size, head), siblings))| Self {
+                origin: origin.to_owned(),
+                log: log.clone(),
+                size,
+                head,
+                signature: signature.to_vec(),
+                batch: Some(BatchPath {
+                    index: index as u32,
+                    siblings,
+                }),
+            })
+            .collect()
+    }
+
+    /// Checks the signature with the pinned server key: over this checkpoint's text, or over
+    /// the root its batch path leads to from that text.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), CryptoError> {
         let sig = Signature::from_slice(&self.signature).map_err(|_| CryptoError::BadSignature)?;
-        key.verify_strict(
-            Self::text(&self.origin, &self.log, self.size, &self.head).as_bytes(),
-            &sig,
-        )
-        .map_err(|_| CryptoError::BadSignature)
+        let text = Self::text(&self.origin, &self.log, self.size, &self.head);
+        let message = match &self.batch {
+            None => text,
+            Some(path) => batch_message(&path.root(leaf_hash(&text))?),
+        };
+        key.verify_strict(message.as_bytes(), &sig)
+            .map_err(|_| CryptoError::BadSignature)
     }
 }
 
@@ -371,6 +493,62 @@ mod tests {
                 &self.log,
             )
         }
+    }
+
+    /// Every checkpoint of a batch verifies on its own, with its path; changing anything it
+    /// states, its place, a sibling, or dropping the path makes it fail.
+    #[test]
+    fn batched_checkpoints_verify_each_and_refuse_every_change() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let public = key.verifying_key();
+        let origin = "https://hl.example";
+        for n in [2usize, 3, 5, 8, 13] {
+            let heads: Vec<(UserId, u64, [u8; 32])> = (0..n)
+                .map(|i| (UserId::random(), i as u64 + 1, [i as u8; 32]))
+                .collect();
+            let signed = Checkpoint::sign_batch(&key, origin, &heads);
+            assert_eq!(signed.len(), n);
+            for (cp, (log, size, head)) in signed.iter().zip(&heads) {
+                assert_eq!((&cp.log, cp.size, &cp.head), (log, *size, &hex(head)));
+                assert!(cp.verify(&public).is_ok(), "n = {n}: {cp:?}");
+                assert_eq!(cp.signature, signed[0].signature, "one signature per batch");
+                let refused = |change: &dyn Fn(&mut Checkpoint)| {
+                    let mut c = cp.clone();
+                    change(&mut c);
+                    c.verify(&public).is_err()
+                };
+                assert!(refused(&|c| c.size += 1));
+                assert!(refused(&|c| c.head = hex(&[0xee; 32])));
+                assert!(refused(&|c| c.log = UserId::random()));
+                assert!(refused(&|c| c.origin = "https://evil.example".into()));
+                assert!(refused(&|c| c.batch = None));
+                assert!(refused(&|c| {
+                    let b = c.batch.as_mut().unwrap();
+                    b.index ^= 1;
+                }));
+                assert!(refused(&|c| {
+                    let b = c.batch.as_mut().unwrap();
+                    b.siblings[0] = hex(&[0x55; 32]);
+                }));
+                assert!(refused(&|c| {
+                    let b = c.batch.as_mut().unwrap();
+                    b.index += 1 << b.siblings.len();
+                }));
+                assert!(refused(&|c| {
+                    let b = c.batch.as_mut().unwrap();
+                    b.siblings.push(hex(&[0; 32]));
+                }));
+            }
+            // A path cannot lift one checkpoint's signature onto another's text.
+            let mut other = signed[1].clone();
+            other.batch = signed[0].batch.clone();
+            assert!(other.verify(&public).is_err());
+        }
+        // Alone, a checkpoint is signed as before, with no path.
+        let one = Checkpoint::sign_batch(&key, origin, &[(UserId::random(), 1, [1; 32])]);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].batch.is_none() && one[0].verify(&public).is_ok());
+        assert!(Checkpoint::sign_batch(&key, origin, &[]).is_empty());
     }
 
     #[test]

@@ -162,17 +162,19 @@ impl OpenProof {
 ///
 /// Ed25519 verification is most of the CPU an open costs the server (about 110 µs of 500 on the
 /// development machine), and checking signatures together costs half as much each from eight on:
-/// one equation with a random linear combination (ed25519-dalek's `verify_batch`, coefficients
-/// derived from every signature and message). When that equation fails, each proof is checked
-/// alone with [`verify_strict`](VerifyingKey::verify_strict), so a bad signature costs its
-/// batch one more pass and is refused on its own.
+/// one equation over a linear combination (ed25519-dalek's `verify_batch`, with coefficients
+/// derived by hashing every signature and message, so no signer can choose them). When that
+/// equation fails, each proof is checked alone with
+/// [`verify_strict`](VerifyingKey::verify_strict), so a bad signature costs its batch one more
+/// pass and is refused on its own.
 ///
 /// The batch equation is the cofactorless one, like `verify_strict`'s, but it cannot refuse a
-/// small-order `R` the way `verify_strict` does, and may accept (with probability about 1/8) a
-/// signature whose `R` carries a small-order component. Only the holder of the share's key can
-/// make either: neither lets anyone without the secret open a share, which is all an open proof
-/// must show (its nonce, not its signature's bytes, makes it single-use). Small-order share keys
-/// are refused before the batch.
+/// small-order `R` the way `verify_strict` does, and may accept a signature whose `R` carries a
+/// small-order component (with probability 1/8 to 1/2, by that component's order). Only the
+/// holder of the share's key can make either: neither lets anyone without the secret open a
+/// share, which is all an open proof must show (its nonce, not its signature's bytes, makes it
+/// single-use). A small-order key turns batching off for the whole group (and the server never
+/// stores one: a share's descriptor must verify with its key when the share is made).
 pub fn verify_opens(proofs: &[OpenProof]) -> Vec<bool> {
     let batchable = proofs.len() > 1
         && proofs
@@ -341,6 +343,12 @@ mod tests {
             "n2",
             &a.sign_open(origin, "n2").to_bytes(),
         );
+        // Well-formed signatures only: the batch equation runs, fails, and each is checked alone.
+        let mut expected = vec![true; 9];
+        (expected[3], expected[5]) = (false, false);
+        assert_eq!(verify_opens(&mixed), expected);
+
+        // Not a signature at all: no batch; checked alone, the others still hold.
         mixed[7] = OpenProof::new(
             secrets[7].signing_key().verifying_key(),
             origin,

@@ -3,6 +3,7 @@
 //! document, a password, a private key or a token's secret.
 
 pub mod auth;
+pub mod batcher;
 pub mod blobs;
 pub mod error;
 pub mod extract;
@@ -126,7 +127,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Opens the data directory and builds the state, and starts the store's writer thread (group
-/// commit, [`state::batch_writer`]) and the proof checker ([`proofs::ProofChecker`]).
+/// commit, [`state::batch_writer`]), the proof checker ([`proofs::ProofChecker`]) and the
+/// signer of open checkpoints.
 pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&settings.data_dir)?;
     let store = store::Store::open(&settings.data_dir.join("healthlock.redb"))?;
@@ -140,6 +142,10 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
     let dummy_phc = accounts::hash_secret(&healthlock_common::random_bytes::<32>())
         .map_err(|e| anyhow::anyhow!("{:?}", e.body))?;
     let (writes, jobs) = std::sync::mpsc::channel();
+    let (signer, signed_origin) = (audit_key.clone(), origin.clone());
+    let open_checkpoints = batcher::Batcher::start("checkpoint-signer", 256, move |heads| {
+        healthlock_common::audit::Checkpoint::sign_batch(&signer, &signed_origin, heads)
+    })?;
     let state = AppState(Arc::new(Inner {
         store,
         blobs,
@@ -153,6 +159,7 @@ pub fn open_state(settings: settings::Settings, origin: String) -> anyhow::Resul
         proofs: proofs::ProofChecker::start()?,
         prelogin_secret,
         audit_key,
+        open_checkpoints,
         writes,
         changes: tokio::sync::watch::Sender::new(0),
         closing: tokio::sync::watch::Sender::new(false),

@@ -4,16 +4,17 @@
 //! Checking an Ed25519 signature is the largest single cost of an open (about a fifth of the
 //! server's CPU per open before this module). Checked in batches of eight or more, each costs
 //! about half ([`verify_opens`]); a batch forms by itself under load, the way the store's writer
-//! gathers writes, and at low load a proof is checked alone, as soon as it arrives.
+//! gathers writes ([`Batcher`]), and at low load a proof is checked alone, as soon as it arrives.
 
-use crate::error::{ApiError, ApiResult};
+use crate::batcher::Batcher;
+use crate::error::ApiResult;
 use crate::store::{Store, StoreResult};
 use ed25519_dalek::VerifyingKey;
 use healthlock_common::keys::parse_verifying_key;
 use healthlock_common::token::{OpenProof, verify_opens};
 use healthlock_common::{ShareId, UserId};
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError, mpsc};
+use std::sync::{Mutex, PoisonError};
 
 /// What an open's proof is checked against, before the share's row is read under the write
 /// lock. Neither part ever changes, and shares are never deleted, so both are kept in memory.
@@ -25,8 +26,8 @@ pub struct ShareKey {
     pub patient: UserId,
 }
 
-/// Most share keys kept (about 300 bytes each); past it the map starts over (a reload costs one
-/// read of the row).
+/// Most share keys kept (about 400 bytes each with the map's slack: 4–5 MB when full); past it
+/// the map starts over (a reload costs one read of the row).
 const MAX_KEYS: usize = 10_000;
 
 /// Share keys by share id, loaded on first use.
@@ -64,15 +65,12 @@ impl ShareKeys {
     }
 }
 
-/// A proof waiting for its check, and where its answer goes.
-type Job = (OpenProof, tokio::sync::oneshot::Sender<bool>);
-
 /// Most proofs in one batch: past about 32 a larger batch saves little more per signature.
 const MAX_BATCH: usize = 64;
 
 /// Checks open proofs on its own thread, all those waiting at once.
 pub struct ProofChecker {
-    jobs: mpsc::Sender<Job>,
+    batcher: Batcher<OpenProof, bool>,
     /// A key nobody holds the secret half of: the proof for an unknown share is checked against
     /// it, so that an unknown share costs the same time as a known one with a wrong proof.
     decoy: VerifyingKey,
@@ -81,13 +79,10 @@ pub struct ProofChecker {
 impl ProofChecker {
     /// Starts the checking thread; it stops when the checker is dropped.
     pub fn start() -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("proof-checker".into())
-            .spawn(move || run(queue))?;
+        let batcher = Batcher::start("proof-checker", MAX_BATCH, verify_opens)?;
         let decoy = ed25519_dalek::SigningKey::from_bytes(&healthlock_common::random_bytes())
             .verifying_key();
-        Ok(Self { jobs, decoy })
+        Ok(Self { batcher, decoy })
     }
 
     /// Whether `signature` proves possession of `share`'s key: the share's key signed the open
@@ -103,36 +98,6 @@ impl ProofChecker {
     ) -> ApiResult<bool> {
         let key = share.and_then(|s| s.key);
         let proof = OpenProof::new(key.unwrap_or(self.decoy), origin, id, nonce, signature);
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send((proof, reply))
-            .map_err(|_| ApiError::internal("the proof checker stopped"))?;
-        let holds = answer
-            .await
-            .map_err(|_| ApiError::internal("a proof was dropped unchecked"))?;
-        Ok(holds && key.is_some())
-    }
-}
-
-/// The checking thread: takes every proof queued by now (up to [`MAX_BATCH`]), checks them
-/// together and answers each.
-fn run(queue: mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH
-            && let Ok(job) = queue.try_recv()
-        {
-            batch.push(job);
-        }
-        let (proofs, replies): (Vec<OpenProof>, Vec<_>) = batch.into_iter().unzip();
-        // A panic in the check fails these requests (their replies are dropped unanswered),
-        // not every later one.
-        let checked =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify_opens(&proofs)));
-        if let Ok(holds) = checked {
-            for (reply, holds) in replies.into_iter().zip(holds) {
-                let _ = reply.send(holds);
-            }
-        }
+        Ok(self.batcher.run(proof).await? && key.is_some())
     }
 }

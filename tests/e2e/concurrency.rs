@@ -2,8 +2,9 @@
 //! passcode lock evaluates at most 5 wrong guesses however many arrive at once, and proofs
 //! checked together refuse exactly the forged ones.
 
-use healthlock_common::token::parse_link_or_token;
-use healthlock_tests::{Prover, Server, User, open_raw, post_raw};
+use healthlock_common::audit::Checkpoint;
+use healthlock_common::token::{ShareSecret, parse_link_or_token};
+use healthlock_tests::{Prover, Server, User, open_raw, post_raw, raw_http};
 use std::sync::{Arc, Barrier};
 
 /// Trials of the uses test: 100 by default, `HEALTHLOCK_TRIALS` to change.
@@ -115,8 +116,9 @@ fn the_passcode_lock_holds_under_50_concurrent_wrong_guesses() {
     );
 }
 
-#[test]
-fn opens_arriving_together_refuse_exactly_the_forged_proofs() {
+/// A server without open rate limits, patient alice with a prescription shared with doctors,
+/// and doctor doc: the server, alice, the share's secret and doc's session.
+fn doctor_scene() -> (Server, User, ShareSecret, Arc<String>) {
     let server = Server::start_with(&["--open-rate", "1000000"]);
     let alice = User::patient(&server, "alice");
     let rx = alice.upload(&alice.file("rx.pdf", b"Rx"), "prescription", None);
@@ -125,11 +127,20 @@ fn opens_arriving_together_refuse_exactly_the_forged_proofs() {
     let secret = parse_link_or_token(share["link"].as_str().unwrap())
         .unwrap()
         .secret;
-    let (url, session) = (Arc::new(server.url.clone()), Arc::new(doc.session_token()));
+    let session = Arc::new(doc.session_token());
+    (server, alice, secret, session)
+}
+
+#[test]
+fn opens_arriving_together_refuse_exactly_the_forged_proofs() {
+    let (server, alice, secret, session) = doctor_scene();
+    let url = Arc::new(server.url.clone());
     let (real, forger) = (
         Arc::new(Prover::new(&secret)),
         Arc::new(Prover::forger(secret.share_id())),
     );
+    let server_key = server_key(&server.url);
+    let mut batched = 0;
     let (rounds, per_round) = (4, 32);
     for round in 0..rounds {
         // Every client holds its challenge before any sends its open, so the opens reach the
@@ -157,6 +168,14 @@ fn opens_arriving_together_refuse_exactly_the_forged_proofs() {
                     status, 200,
                     "round {round}: a genuine proof was refused: {body}"
                 );
+                // Opens committed together get their checkpoints signed together: each
+                // verifies with the published key through its own path.
+                let checkpoint: Checkpoint =
+                    serde_json::from_value(code["audit"]["checkpoint"].clone()).unwrap();
+                checkpoint
+                    .verify(&server_key)
+                    .expect("the checkpoint verifies");
+                batched += usize::from(checkpoint.batch.is_some());
             } else {
                 assert_eq!(
                     (status, code["error"]["code"].as_str()),
@@ -176,4 +195,80 @@ fn opens_arriving_together_refuse_exactly_the_forged_proofs() {
     };
     let half = rounds * per_round / 2;
     assert_eq!((opens(true), opens(false)), (half, half));
+    assert!(batched > 0, "no checkpoint of {half} was signed in a batch");
+}
+
+/// The server's audit key, as `GET /v1/server-key` publishes it.
+fn server_key(url: &str) -> ed25519_dalek::VerifyingKey {
+    let (status, body) = raw_http(url, "GET /v1/server-key HTTP/1.1", b"");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    healthlock_common::keys::parse_verifying_key(v["key"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn a_spent_nonce_is_always_audited_even_when_its_client_hangs_up() {
+    let (server, alice, secret, session) = doctor_scene();
+    let url = Arc::new(server.url.clone());
+    let forger = Arc::new(Prover::forger(secret.share_id()));
+    let (rounds, n) = (3, 32);
+    let mut spent_by_hangups = 0;
+    for _ in 0..rounds {
+        let barrier = Arc::new(Barrier::new(n));
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let (url, session, forger, barrier) = (
+                    url.clone(),
+                    session.clone(),
+                    forger.clone(),
+                    barrier.clone(),
+                );
+                std::thread::spawn(move || hang_up_then_retry(&url, &session, &forger, &barrier))
+            })
+            .collect();
+        spent_by_hangups += handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|spent| *spent)
+            .count();
+    }
+    // Each nonce was evaluated exactly once, by the request that hung up or by the retry, and
+    // every evaluation is in the patient's log.
+    let refused = alice
+        .json_lines(&["audit"], None)
+        .iter()
+        .filter(|e| e["action"] == "share.open" && e["reason"] == "not_found")
+        .count();
+    assert_eq!(
+        refused,
+        rounds * n,
+        "{spent_by_hangups} nonces were spent by requests whose clients hung up"
+    );
+}
+
+/// Sends a forged open and hangs up without reading the answer (all clients at once, after the
+/// barrier), then sends the same open again and waits: returns whether the nonce had been spent
+/// by the request that hung up (the server may drop such a request before it looks at it).
+fn hang_up_then_retry(url: &str, session: &str, forger: &Prover, barrier: &Barrier) -> bool {
+    use std::io::Write;
+    let (status, challenge) = post_raw(url, session, &forger.challenge_path(), b"{}");
+    assert_eq!(status, 200, "{challenge}");
+    let (path, body) = forger.open_request(url, &challenge, None);
+    let host = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {session}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    barrier.wait();
+    conn.write_all(&[head.as_bytes(), &body].concat()).unwrap();
+    conn.shutdown(std::net::Shutdown::Both).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (status, answer) = post_raw(url, session, &path, &body);
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    match (status, answer["error"]["code"].as_str()) {
+        (404, Some("not_found")) => false,
+        (401, Some("challenge_invalid")) => true,
+        _ => panic!("{status} {answer}"),
+    }
 }

@@ -362,15 +362,32 @@ pub async fn open(
             ),
         ));
     }
+    // The nonce is spent, and from here on every outcome is audited: finish even if the client
+    // hangs up meanwhile (axum drops a handler's future when its connection closes), so that a
+    // refused proof or a passcode attempt never skips its event.
+    tokio::spawn(open_checked(state, caller, id, req, now))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// The rest of an open once its nonce is spent: the proof, the share's state and passcode, and
+/// the grant with its checkpoint.
+async fn open_checked(
+    state: AppState,
+    caller: Caller,
+    id: ShareId,
+    req: OpenRequest,
+    now: u64,
+) -> ApiResult<Json<OpenResponse>> {
     let share = state.read(|s| state.share_keys.get(s, &id))?;
     let proven = state
         .proofs
         .check(share.as_ref(), &req.origin, &id, &req.nonce, &req.signature)
         .await?;
     if !proven {
-        // Unknown and unproven look the same, in the answer, in the time it takes and in the
-        // caller's own log (which gets the attempt either way). The patient's log gets it too,
-        // in the same commit.
+        // Unknown and unproven look the same in the answer, in the caller's own log (which gets
+        // the attempt either way) and in the signature check (against a decoy key for an
+        // unknown share). The patient's log gets it too, in the same commit.
         let patient = share.map(|s| s.patient);
         let me = caller.user.id.clone();
         let event = || {
@@ -475,14 +492,16 @@ pub async fn open(
     let role = caller.role();
     // The provider's CLI checks this before writing anything: the open is durably in the
     // patient's log, under a checkpoint signed by this server.
-    let checkpoint = state.checkpoint(
-        &row.patient,
-        &AuditHead {
-            seq: appended.seq,
-            hash: appended.linked.hash.clone(),
-            time: 0,
-        },
-    )?;
+    let head = AuditHead {
+        seq: appended.seq,
+        hash: appended.linked.hash.clone(),
+        time: 0,
+    }
+    .hash()?;
+    let checkpoint = state
+        .open_checkpoints
+        .run((row.patient.clone(), appended.seq, head))
+        .await?;
     let mut resp = OpenResponse {
         descriptor: row.descriptor.clone(),
         records: Vec::new(),
