@@ -198,6 +198,10 @@ impl Checkpoint {
         origin: &str,
         heads: &[(UserId, u64, [u8; 32])],
     ) -> Vec<Self> {
+        assert!(
+            heads.len() <= 1 << MAX_BATCH_DEPTH,
+            "a batch too large for its paths to verify"
+        );
         match heads {
             [] => return Vec::new(),
             [(log, size, head)] => return vec![Self::sign(key, origin, log, *size, head)],
@@ -549,6 +553,51 @@ mod tests {
         assert_eq!(one.len(), 1);
         assert!(one[0].batch.is_none() && one[0].verify(&public).is_ok());
         assert!(Checkpoint::sign_batch(&key, origin, &[]).is_empty());
+    }
+
+    /// The batch construction pinned by an independent computation (Python hashlib and
+    /// `cryptography`, in protocol.md §8.3): three checkpoints, a padding leaf, one signature.
+    #[test]
+    fn batched_checkpoints_known_answer() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let heads: Vec<(UserId, u64, [u8; 32])> = ["1", "2", "3"]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    c.repeat(32).parse().unwrap(),
+                    i as u64 + 1,
+                    [i as u8 + 1; 32],
+                )
+            })
+            .collect();
+        let signed = Checkpoint::sign_batch(&key, "https://hl.example", &heads);
+        let paths: Vec<(u32, Vec<&str>)> = signed
+            .iter()
+            .map(|c| {
+                let b = c.batch.as_ref().unwrap();
+                (b.index, b.siblings.iter().map(String::as_str).collect())
+            })
+            .collect();
+        let (l0, l1, l3) = (
+            "eb9989ff364bbf65706062524cc33791a0f899070e5b78ec787dd5adfca44eb8",
+            "a2184887b81724cff0de7e0d5de0525bc06c4c51593d4ad6c69fb8a79cb2dcb5",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        );
+        let (n01, n23) = (
+            "ab203000267f3d88d4be83c324eca1c242d710f6294b31c570bf381f98ac8138",
+            "16bd2ec165237d43c20294b9f8827ee95d06aaf57ba6fcb9bf96668408b3fe55",
+        );
+        assert_eq!(
+            paths,
+            vec![(0, vec![l1, n23]), (1, vec![l0, n23]), (2, vec![l3, n01])]
+        );
+        // Over "healthlock/v1/audit-checkpoint-batch\n" + the root be1786bc…d39f + "\n".
+        assert_eq!(
+            hex(&signed[0].signature),
+            "8ac24b30e589c3aba40dff38ebca94b69ae9fbaab1ac2560dfad94cedbb7a7cf\
+             51846871d5295e19bdb7134fd52e4bce476c236b36f5542b4fd6a9e9d0b2ce07"
+        );
     }
 
     #[test]

@@ -59,6 +59,26 @@ proptest! {
         let _ = v.feed(&LinkedEntry { entry, hash });
     }
 
+    /// Any batch path — any index, any number of siblings, hex or not — is checked without a
+    /// panic, and none makes a forged signature verify.
+    #[test]
+    fn batch_paths_never_panic_or_verify_a_forgery(
+        index in any::<u32>(),
+        siblings in proptest::collection::vec("[0-9a-f]{64}|[0-9a-z]{0,70}", 0..70),
+        signature in proptest::collection::vec(any::<u8>(), 64),
+    ) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key();
+        let checkpoint = healthlock_common::audit::Checkpoint {
+            origin: "https://hl.example".into(),
+            log: healthlock_common::UserId::random(),
+            size: 1,
+            head: "00".repeat(32),
+            signature,
+            batch: Some(healthlock_common::audit::BatchPath { index, siblings }),
+        };
+        prop_assert!(checkpoint.verify(&key).is_err());
+    }
+
     #[test]
     fn wire_json_never_panics(text in ".{0,300}") {
         let _ = serde_json::from_str::<healthlock_common::api::OpenResponse>(&text);

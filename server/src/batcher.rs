@@ -98,7 +98,15 @@ mod tests {
         for (i, h) in (2..42).zip(rest) {
             assert_eq!(h.await.unwrap().unwrap(), i * 10);
         }
-        assert_eq!(*sizes.lock().unwrap(), vec![1, 40]);
+        // The 40 queued while the first was held go together (all of them, unless some were
+        // slow to queue on a loaded machine).
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(
+            (sizes[0], sizes.iter().sum::<usize>()),
+            (1, 41),
+            "{sizes:?}"
+        );
+        assert!(sizes[1] > 1, "{sizes:?}");
 
         // The batch holding 1000 panics: its item gets an error; the thread goes on.
         assert!(batcher.run(1000).await.is_err());

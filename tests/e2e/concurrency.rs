@@ -233,14 +233,20 @@ fn a_spent_nonce_is_always_audited_even_when_its_client_hangs_up() {
             .count();
     }
     // Each nonce was evaluated exactly once, by the request that hung up or by the retry, and
-    // every evaluation is in the patient's log.
-    let refused = alice
-        .json_lines(&["audit"], None)
-        .iter()
-        .filter(|e| e["action"] == "share.open" && e["reason"] == "not_found")
-        .count();
+    // every evaluation is in the patient's log (a hung-up request's may still be on its way).
+    let refused = || {
+        alice
+            .json_lines(&["audit"], None)
+            .iter()
+            .filter(|e| e["action"] == "share.open" && e["reason"] == "not_found")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while refused() < rounds * n && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert_eq!(
-        refused,
+        refused(),
         rounds * n,
         "{spent_by_hangups} nonces were spent by requests whose clients hung up"
     );

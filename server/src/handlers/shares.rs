@@ -362,12 +362,12 @@ pub async fn open(
             ),
         ));
     }
-    // The nonce is spent, and from here on every outcome is audited: finish even if the client
-    // hangs up meanwhile (axum drops a handler's future when its connection closes), so that a
-    // refused proof or a passcode attempt never skips its event.
-    tokio::spawn(open_checked(state, caller, id, req, now))
-        .await
-        .map_err(ApiError::internal)?
+    // The nonce is spent, and from here on every outcome but an internal error is audited:
+    // finish even if the client hangs up meanwhile (axum drops a handler's future when its
+    // connection closes), so that a refused proof or a passcode attempt never skips its event.
+    use tracing::Instrument;
+    let checked = open_checked(state, caller, id, req, now).instrument(tracing::Span::current());
+    tokio::spawn(checked).await.map_err(ApiError::internal)?
 }
 
 /// The rest of an open once its nonce is spent: the proof, the share's state and passcode, and
@@ -483,15 +483,9 @@ async fn open_checked(
         }
     };
 
-    let grant_expires = (now + state.settings.grant_lifetime).min(row.expires);
-    {
-        let mut grants = state.grants.lock().map_err(ApiError::internal)?;
-        grants.retain(|_, exp| *exp > now);
-        grants.insert((row.id.clone(), caller.user.id.clone()), grant_expires);
-    }
-    let role = caller.role();
     // The provider's CLI checks this before writing anything: the open is durably in the
-    // patient's log, under a checkpoint signed by this server.
+    // patient's log, under a checkpoint signed by this server. Signed before the grant, so an
+    // open that fails here leaves no grant behind.
     let head = AuditHead {
         seq: appended.seq,
         hash: appended.linked.hash.clone(),
@@ -502,6 +496,13 @@ async fn open_checked(
         .open_checkpoints
         .run((row.patient.clone(), appended.seq, head))
         .await?;
+    let grant_expires = (now + state.settings.grant_lifetime).min(row.expires);
+    {
+        let mut grants = state.grants.lock().map_err(ApiError::internal)?;
+        grants.retain(|_, exp| *exp > now);
+        grants.insert((row.id.clone(), caller.user.id.clone()), grant_expires);
+    }
+    let role = caller.role();
     let mut resp = OpenResponse {
         descriptor: row.descriptor.clone(),
         records: Vec::new(),
