@@ -111,21 +111,6 @@ pub fn open_message(origin: &str, share_id: &ShareId, nonce: &str) -> Vec<u8> {
     format!("healthlock/v1/open\n{origin}\n{share_id}\n{nonce}").into_bytes()
 }
 
-/// Checks an open signature against the share's public key.
-pub fn verify_open(
-    key: &VerifyingKey,
-    origin: &str,
-    share_id: &ShareId,
-    nonce: &str,
-    signature: &[u8],
-) -> Result<(), CryptoError> {
-    if OpenProof::new(*key, origin, share_id, nonce, signature).holds() {
-        Ok(())
-    } else {
-        Err(CryptoError::BadSignature)
-    }
-}
-
 /// An open signature with what it must verify against, owned, so that proofs from concurrent
 /// requests can be checked together ([`verify_opens`]).
 pub struct OpenProof {
@@ -416,11 +401,14 @@ mod tests {
         let vk = s.signing_key().verifying_key();
         let sig = s.sign_open("https://a.example", "n1").to_bytes();
         let id = s.share_id();
-        assert!(verify_open(&vk, "https://a.example", &id, "n1", &sig).is_ok());
-        assert!(verify_open(&vk, "https://b.example", &id, "n1", &sig).is_err());
-        assert!(verify_open(&vk, "https://a.example", &id, "n2", &sig).is_err());
-        assert!(verify_open(&vk, "https://a.example", &ShareId::random(), "n1", &sig).is_err());
-        assert!(verify_open(&vk, "https://a.example", &id, "n1", &sig[..10]).is_err());
+        let holds = |origin: &str, id: &ShareId, nonce: &str, sig: &[u8]| {
+            verify_opens(&[OpenProof::new(vk, origin, id, nonce, sig)]) == [true]
+        };
+        assert!(holds("https://a.example", &id, "n1", &sig));
+        assert!(!holds("https://b.example", &id, "n1", &sig));
+        assert!(!holds("https://a.example", &id, "n2", &sig));
+        assert!(!holds("https://a.example", &ShareId::random(), "n1", &sig));
+        assert!(!holds("https://a.example", &id, "n1", &sig[..10]));
     }
 
     #[test]

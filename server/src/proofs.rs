@@ -72,7 +72,7 @@ const MAX_BATCH: usize = 64;
 pub struct ProofChecker {
     batcher: Batcher<OpenProof, bool>,
     /// A key nobody holds the secret half of: the proof for an unknown share is checked against
-    /// it, so that an unknown share costs the same time as a known one with a wrong proof.
+    /// it, so that its check costs what a known share's with a wrong proof does.
     decoy: VerifyingKey,
 }
 

@@ -45,8 +45,8 @@ pub struct Inner {
     /// Signs audit checkpoints; its public half is published at `/v1/server-key`.
     pub audit_key: ed25519_dalek::SigningKey,
     /// Signs the checkpoints that answer opens, all those waiting at once under one signature
-    /// ([`Checkpoint::sign_batch`](healthlock_common::audit::Checkpoint::sign_batch)): the
-    /// opens committed in one batch ask for theirs together. Takes `(log, size, head)`.
+    /// ([`Checkpoint::sign_batch`](healthlock_common::audit::Checkpoint::sign_batch)): opens
+    /// committed together usually ask for theirs together. Takes `(log, size, head)`.
     pub open_checkpoints:
         crate::batcher::Batcher<(UserId, u64, [u8; 32]), healthlock_common::audit::Checkpoint>,
     /// A real Argon2id hash to verify against when the username is unknown, so a wrong username
