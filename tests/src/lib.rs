@@ -496,11 +496,13 @@ pub fn open_raw(
     secret: &healthlock_common::token::ShareSecret,
     passcode: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    open_over(
-        |path, body| post_raw(url, session, &path, body),
-        url,
-        secret,
-        passcode,
+    let prover = Prover::new(secret);
+    let passcode = passcode.map(|p| secret.passcode_proof(p));
+    let post = |path: String, body: &[u8]| post_raw(url, session, &path, body);
+    let (status, body) = prover.open(post, url, passcode.as_ref());
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
 }
 
@@ -513,23 +515,6 @@ pub fn post_raw(url: &str, session: &str, path: &str, body: &[u8]) -> (u16, Stri
             body.len()
         ),
         body,
-    )
-}
-
-/// The open protocol — challenge, then the signed open — over any way of POSTing JSON:
-/// `post(path, body)` returns the status and the body.
-pub fn open_over(
-    post: impl FnMut(String, &[u8]) -> (u16, String),
-    url: &str,
-    secret: &healthlock_common::token::ShareSecret,
-    passcode: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let prover = Prover::new(secret);
-    let passcode = passcode.map(|p| secret.passcode_proof(p));
-    let (status, body) = prover.open(post, url, passcode.as_ref());
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
 }
 
