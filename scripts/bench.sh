@@ -11,7 +11,9 @@
 # `age` never syncs what it writes, while HealthLock makes every byte durable (the server before
 # it acknowledges an upload, the CLI before it renames a fetched file into place). So each `age`
 # run is also timed followed by `sync FILE` on its output ("+ sync"): the same work with the
-# durability HealthLock gives, which on a slow disk is most of the time.
+# durability HealthLock gives, which on a slow disk is most of the time. And each round times a
+# plain durable copy of the file (`dd conv=fsync`, no crypto, no network): the least time any
+# durable write of these bytes takes on this disk that minute, the floor under both transfers.
 set -euo pipefail
 SIZE=${1:-256}
 ROUNDS=${2:-3}
@@ -49,6 +51,8 @@ run() {
 }
 : > results.txt
 for r in $(seq "$ROUNDS"); do
+  run durable-copy dd if=input.bin of=floor.bin bs=1M conv=fsync status=none
+  rm -f floor.bin
   run age-encrypt age -r "$RECIPIENT" -o base.age input.bin
   rm -f base.age
   run age-encrypt+sync sh -c 'age -r "$1" -o base.age input.bin && sync base.age' - "$RECIPIENT"
@@ -77,12 +81,16 @@ def med(label): return statistics.median(s for s, _ in rows[label])
 def rss(label): return max(k for _, k in rows[label]) / 1024
 print(f"file: {size} MiB, rounds: {len(rows['hl-upload'])} (medians; peak RSS is the max)")
 print(f"{'what':<17} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
-labels = ["age-encrypt", "age-encrypt+sync", "hl-upload", "age-decrypt", "age-decrypt+sync", "hl-fetch"]
+labels = ["durable-copy", "age-encrypt", "age-encrypt+sync", "hl-upload", "age-decrypt", "age-decrypt+sync", "hl-fetch"]
 for label in labels:
     s = med(label)
     print(f"{label:<17} {s:>8.2f} {size / s if s else 0:>8.0f} {rss(label):>13.1f}")
 for hl, base in [("hl-upload", "age-encrypt"), ("hl-fetch", "age-decrypt")]:
     print(f"{hl} / {base}: {med(hl) / med(base):.2f}x; / {base}+sync: {med(hl) / med(base + '+sync'):.2f}x")
+for base in ["age-encrypt", "age-decrypt"]:
+    floor = med("durable-copy") / med(base)
+    verdict = "so no durable transfer can be within 1.2x of it here" if floor > 1.2 else "below 1.2x"
+    print(f"durable-copy / {base}: {floor:.2f}x ({verdict})")
 print(f"server peak RSS: {server_rss / 1024:.1f} MiB")
 PY
 
