@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::{NewEvent, UserRow};
+use crate::store::{Account, NewEvent};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use healthlock_common::api::ErrorCode;
@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 /// A logged-in caller.
 pub struct Caller {
     /// The account.
-    pub user: UserRow,
+    pub user: Account,
     /// SHA-256 of the session token (the store key; the token itself is never stored).
     pub token_hash: String,
     /// The peer address.

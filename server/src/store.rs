@@ -123,6 +123,39 @@ pub struct UserRow {
     pub wrapped_keys: Vec<u8>,
 }
 
+/// The part of an account that an authenticated request carries: who the caller is and the keys
+/// it is known by. Decoded from the same row as [`UserRow`] on every request, so it leaves the
+/// credentials (salt, password hash, wrapped keys) undecoded and out of the request's memory.
+#[derive(Clone, Deserialize)]
+pub struct Account {
+    /// Its id.
+    pub id: UserId,
+    /// Its name (lowercase).
+    pub username: String,
+    /// Its role.
+    pub role: Role,
+    /// Creation time.
+    pub created: u64,
+    /// age recipient.
+    pub age_recipient: String,
+    /// Ed25519 public key, hex.
+    pub ed25519_public: String,
+}
+
+impl UserRow {
+    /// The account's public part.
+    pub fn account(&self) -> Account {
+        Account {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            role: self.role,
+            created: self.created,
+            age_recipient: self.age_recipient.clone(),
+            ed25519_public: self.ed25519_public.clone(),
+        }
+    }
+}
+
 /// A login session, stored under the hash of its token.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SessionRow {
@@ -559,7 +592,10 @@ pub fn server_log() -> UserId {
     UserId::from_bytes(&[0u8; 16])
 }
 
-fn user_by_id(txn: &redb::ReadTransaction, id: &UserId) -> StoreResult<Option<UserRow>> {
+fn user_by_id<T: DeserializeOwned>(
+    txn: &redb::ReadTransaction,
+    id: &UserId,
+) -> StoreResult<Option<T>> {
     let name = txn
         .open_table(USER_IDS)?
         .get(id.as_str())?
@@ -731,9 +767,9 @@ impl Store {
         user_by_id(&self.db()?.begin_read()?, id)
     }
 
-    /// The session stored under this token hash, with its user: one read transaction, as every
+    /// The session stored under this token hash, with its account: one read transaction, as every
     /// authenticated request makes it.
-    pub fn session_user(&self, token_hash: &str) -> StoreResult<Option<(SessionRow, UserRow)>> {
+    pub fn session_user(&self, token_hash: &str) -> StoreResult<Option<(SessionRow, Account)>> {
         let txn = self.db()?.begin_read()?;
         let Some(session) = get_json::<SessionRow>(&txn.open_table(SESSIONS)?, token_hash)? else {
             return Ok(None);

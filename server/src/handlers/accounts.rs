@@ -9,7 +9,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::AppJson;
 use crate::invite;
 use crate::state::AppState;
-use crate::store::{NewEvent, SessionRow, UserRow};
+use crate::store::{Account, NewEvent, SessionRow, UserRow};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use axum::Json;
 use axum::extract::State;
@@ -51,7 +51,7 @@ pub fn verify_secret(secret: &[u8], phc: &str) -> bool {
     Argon2::default().verify_password(secret, phc).is_ok()
 }
 
-fn user_info(u: &UserRow) -> UserInfo {
+fn user_info(u: &Account) -> UserInfo {
     UserInfo {
         id: u.id.clone(),
         username: u.username.clone(),
@@ -221,7 +221,7 @@ pub async fn register(
     Ok(Json(LoginResponse {
         session: token,
         session_expires: now + state.settings.session_lifetime,
-        user: user_info(&user),
+        user: user_info(&user.account()),
         wrapped_keys: user.wrapped_keys,
     }))
 }
@@ -306,7 +306,7 @@ pub async fn login(
     Ok(Json(LoginResponse {
         session: token,
         session_expires: healthlock_common::time::now() + state.settings.session_lifetime,
-        user: user_info(&user),
+        user: user_info(&user.account()),
         wrapped_keys: user.wrapped_keys,
     }))
 }
