@@ -96,7 +96,11 @@ impl WriteBehind {
         }
         self.wait_for_sync()?;
         let file = self.file.try_clone()?;
-        self.syncing = Some(std::thread::spawn(move || file.sync_data()));
+        // `Builder::spawn`, not `thread::spawn`: out of threads is an I/O error, not a panic.
+        let sync = std::thread::Builder::new()
+            .name("durable-sync".into())
+            .spawn(move || file.sync_data())?;
+        self.syncing = Some(sync);
         self.synced_to = self.written;
         Ok(())
     }
