@@ -11,10 +11,13 @@
 //! disks of cloud VMs) holds what it has been sent until a flush, and a flush costs in
 //! proportion to what it holds — on the development VM, 0.7–0.85 s for 512 MiB already written
 //! with direct I/O. So every 32 MiB a helper thread also syncs what has been written so far,
-//! while the writer goes on, and the final fsync flushes at most the last stretch: 512 MiB
-//! uploads took 1.5 s against 2.1 s without, fetches 1.9 s against 2.4 (docs/performance.md). A failed
-//! background sync fails [`DurableWriter::finish`]: on Linux a later fsync may report success
-//! after an earlier one lost data, so its error must not be dropped.
+//! while the writer goes on, and when the disk keeps up the final fsync has about the last
+//! 32 MiB to flush (a step is skipped while the previous sync still runs): 512 MiB uploads took
+//! 1.5 s against 2.1 s without, fetches 1.9 s against 2.4 (64 MiB steps; 16, 32 and 64 were
+//! within noise; docs/performance.md). The background syncs are best effort: without a spare
+//! file descriptor or thread one is skipped and the final fsync does its work. But a background
+//! sync that fails fails the file: every later write and [`DurableWriter::finish`] refuse, since
+//! on Linux a later fsync may report success after an earlier one lost data.
 //!
 //! Why not direct I/O (`O_DIRECT`), which spares the page-cache copy: with one write in flight
 //! at a time its thread stalls on every disk request, and on a busy 2-core machine it must then
@@ -24,7 +27,7 @@
 //! docs/performance.md.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::thread::JoinHandle;
 
 /// Bytes per write to the file: few system calls, and the writer's whole memory. Pieces at
@@ -48,17 +51,19 @@ impl DurableWriter {
                 file,
                 written: 0,
                 writeback_from: 0,
-                synced_to: 0,
+                sync_started_at: 0,
                 syncing: None,
+                failed: None,
             },
         ))
     }
 
     /// Writes what is buffered and makes the whole file durable: waits for the background
     /// sync, if one runs, then fsyncs.
-    pub fn finish(self) -> std::io::Result<()> {
+    pub fn finish(self) -> io::Result<()> {
         let mut inner = self.0.into_inner().map_err(|e| e.into_error())?;
-        inner.wait_for_sync()?;
+        inner.collect_sync(true);
+        inner.check()?;
         inner.file.sync_all()
     }
 }
@@ -81,43 +86,71 @@ struct WriteBehind {
     file: File,
     written: u64,
     writeback_from: u64,
-    /// Where the last background sync started from.
-    synced_to: u64,
+    /// Where the last background sync began.
+    sync_started_at: u64,
     /// The background sync in flight, if any.
-    syncing: Option<JoinHandle<std::io::Result<()>>>,
+    syncing: Option<JoinHandle<io::Result<()>>>,
+    /// A background sync's failure: kept, because the kernel reports it once.
+    failed: Option<io::Error>,
 }
 
 impl WriteBehind {
     /// Starts a background sync of what has been written, unless one is still running (then
     /// the next step tries again: syncs never queue up behind a slow disk).
-    fn sync_behind(&mut self) -> std::io::Result<()> {
-        if self.syncing.as_ref().is_some_and(|s| !s.is_finished()) {
-            return Ok(());
+    fn sync_behind(&mut self) {
+        if self.syncing.is_some() || self.failed.is_some() {
+            return;
         }
-        self.wait_for_sync()?;
-        let file = self.file.try_clone()?;
-        // `Builder::spawn`, not `thread::spawn`: out of threads is an I/O error, not a panic.
-        let sync = std::thread::Builder::new()
+        let Ok(file) = self.file.try_clone() else {
+            return;
+        };
+        // `Builder::spawn`, not `thread::spawn`: out of threads skips a sync, it does not panic.
+        let spawned = std::thread::Builder::new()
             .name("durable-sync".into())
-            .spawn(move || file.sync_data())?;
-        self.syncing = Some(sync);
-        self.synced_to = self.written;
-        Ok(())
+            .spawn(move || file.sync_data());
+        if let Ok(sync) = spawned {
+            self.syncing = Some(sync);
+            self.sync_started_at = self.written;
+        }
     }
 
-    /// Waits for the background sync, if one runs, and returns its error.
-    fn wait_for_sync(&mut self) -> std::io::Result<()> {
-        match self.syncing.take() {
-            Some(s) => s
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("background sync panicked"))),
+    /// Takes the background sync's result if it has finished, or with `wait` once it does,
+    /// keeping its error.
+    fn collect_sync(&mut self, wait: bool) {
+        let Some(sync) = self.syncing.take_if(|s| wait || s.is_finished()) else {
+            return;
+        };
+        let result = sync
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("background sync panicked")));
+        if let Err(e) = result {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    /// Refuses once a background sync has failed.
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(e) => Err(io::Error::new(
+                e.kind(),
+                format!("syncing the file failed: {e}"),
+            )),
             None => Ok(()),
         }
     }
 }
 
+/// Waits for the background sync, so that no thread outlives its writer with the file open
+/// (an abandoned transfer's file is about to be removed).
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        self.collect_sync(true);
+    }
+}
+
 impl Write for WriteBehind {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check()?;
         let n = self.file.write(data)?;
         self.written += n as u64;
         if self.written - self.writeback_from >= STEP {
@@ -127,14 +160,15 @@ impl Write for WriteBehind {
                 self.written - self.writeback_from,
             );
             self.writeback_from = self.written;
-            if self.written - self.synced_to >= SYNC_STEP {
-                self.sync_behind()?;
+            self.collect_sync(false);
+            if self.written - self.sync_started_at >= SYNC_STEP {
+                self.sync_behind();
             }
         }
         Ok(n)
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -186,6 +220,30 @@ mod tests {
             back == data,
             "{len} bytes: the file differs from what was written"
         );
+    }
+
+    #[test]
+    fn a_failed_background_sync_fails_the_writes_after_it_and_the_finish() {
+        // fsync of a pipe fails (EINVAL): a stand-in for a disk that lost written data.
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let drain = std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let mut out = DurableWriter::new(File::from(std::os::fd::OwnedFd::from(writer)));
+        let piece = vec![7u8; BUFFER];
+        let mut written = 0u64;
+        let refused = loop {
+            if let Err(e) = out.write_all(&piece) {
+                break e;
+            }
+            written += BUFFER as u64;
+            assert!(
+                written < 16 * SYNC_STEP,
+                "no write refused after the background sync failed"
+            );
+        };
+        assert!(written >= SYNC_STEP, "refused before any sync: {refused}");
+        assert!(out.write_all(&piece).is_err(), "the refusal must stick");
+        assert!(out.finish().is_err());
+        drain.join().unwrap().unwrap();
     }
 
     #[test]

@@ -214,7 +214,8 @@ async fn drain(body: Body) {
 enum Piece {
     Data(Bytes),
     /// The body is complete: sync it. A channel that closes without this is an abandoned upload,
-    /// whose file is being removed, so the writer skips the sync.
+    /// whose file is being removed, so the writer skips the final sync (it only waits for a
+    /// background sync already running).
     End,
 }
 
