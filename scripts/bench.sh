@@ -14,6 +14,16 @@
 # durability HealthLock gives, which on a slow disk is most of the time. And each round times a
 # plain durable copy of the file (`dd conv=fsync`: no crypto, no network, one fsync at the end),
 # what the disk alone costs that minute.
+#
+# Every timed command starts with the same memory: just before it, the script writes SIZE MiB
+# (SIZE × PARALLEL for the parallel runs) to a file in /dev/shm and deletes it. On a VM whose
+# balloon reports free memory to its host (Firecracker, and the development VM), a page the
+# guest has not touched lately costs a fault on the host the first time it is written — about
+# 2 s of system time per GiB there — while a page freed a moment ago is reused at once. Without
+# the priming, whichever command follows one that just deleted a large file (the durable copy,
+# or an `age` output removed between runs) writes into warm pages and the next into cold ones:
+# `age -r` of 2 GiB took 1.8–2.6 s primed and 5.3–6.6 s not, the same hour. BENCH_PRIME=0
+# turns it off, to see that effect; on bare metal it changes nothing.
 set -euo pipefail
 SIZE=${1:-256}
 ROUNDS=${2:-3}
@@ -26,7 +36,7 @@ cargo build --release -q -p healthlock -p healthlock-server
 BIN=$PWD/target/release
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/healthlock-bench.XXXXXX")
 PORT=${BENCH_PORT:-18090}
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK" /dev/shm/healthlock-bench-prime' EXIT
 cd "$WORK"
 export HEALTHLOCK_SERVER=http://127.0.0.1:$PORT
 "$BIN/healthlock-server" --data ./data --bind 127.0.0.1:$PORT --max-upload 8GiB --quota 1024GiB 2>server.log &
@@ -42,10 +52,22 @@ head -c $((SIZE * 1024 * 1024)) /dev/urandom > input.bin
 age-keygen -o key.txt 2>/dev/null
 RECIPIENT=$(age-keygen -y key.txt)
 
+# prime MiB: hands the next command recently used memory (see the header); at most half of
+# what is available, so that it never pushes the input file out of the page cache.
+prime() {
+  if [ "${BENCH_PRIME:-1}" = 1 ] && [ -w /dev/shm ]; then
+    local half
+    half=$(awk '/MemAvailable/ {print int($2 / 2048)}' /proc/meminfo 2>/dev/null || echo 0)
+    dd if=/dev/zero of=/dev/shm/healthlock-bench-prime bs=1M count=$(($1 < half ? $1 : half)) status=none
+    rm -f /dev/shm/healthlock-bench-prime
+  fi
+}
+
 # run LABEL CMD...: appends "LABEL seconds peak_kib" to results.txt
 run() {
   local label=$1; shift
   sync
+  prime "$SIZE"
   /usr/bin/time -f "%e %M" -o t.txt "$@" >/dev/null 2>>cmd.log
   echo "$label $(cat t.txt)" >> results.txt
 }
@@ -78,6 +100,8 @@ for line in open("results.txt"):
     label, secs, kib = line.split()
     rows[label].append((float(secs), int(kib)))
 def med(label): return statistics.median(s for s, _ in rows[label])
+# /usr/bin/time counts hundredths: a tiny file (CI's) can take "0.00".
+def ratio(a, b): return f"{a / b:.2f}x" if b else "n/a (too fast to time)"
 def rss(label): return max(k for _, k in rows[label]) / 1024
 print(f"file: {size} MiB, rounds: {len(rows['hl-upload'])} (medians; peak RSS is the max)")
 print(f"{'what':<17} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
@@ -86,10 +110,10 @@ for label in labels:
     s = med(label)
     print(f"{label:<17} {s:>8.2f} {size / s if s else 0:>8.0f} {rss(label):>13.1f}")
 for hl, base in [("hl-upload", "age-encrypt"), ("hl-fetch", "age-decrypt")]:
-    print(f"{hl} / {base}: {med(hl) / med(base):.2f}x; / {base}+sync: {med(hl) / med(base + '+sync'):.2f}x")
+    print(f"{hl} / {base}: {ratio(med(hl), med(base))}; / {base}+sync: {ratio(med(hl), med(base + '+sync'))}")
 for hl, base in [("hl-upload", "age-encrypt"), ("hl-fetch", "age-decrypt")]:
     copy = med("durable-copy")
-    print(f"durable-copy / {base}: {copy / med(base):.2f}x; {hl} / durable-copy: {med(hl) / copy:.2f}x")
+    print(f"durable-copy / {base}: {ratio(copy, med(base))}; {hl} / durable-copy: {ratio(med(hl), copy)}")
 print(f"server peak RSS: {server_rss / 1024:.1f} MiB")
 PY
 
@@ -101,6 +125,8 @@ if [ "$PARALLEL" -gt 0 ]; then
   rm -rf fetched
   WANT=$(sha256sum input.bin | cut -d' ' -f1)
   PIDS=()
+  sync
+  prime $((SIZE * PARALLEL))
   T0=$(date +%s%N)
   for i in $(seq "$PARALLEL"); do
     /usr/bin/time -f "%M" -o "up-$i.rss" env XDG_CONFIG_HOME="$WORK/patient" "$BIN/healthlock" upload input.bin --category imaging --title "copy $i" >/dev/null 2>>cmd.log &
@@ -115,6 +141,8 @@ if [ "$PARALLEL" -gt 0 ]; then
     i=$((i + 1))
     as patient "$BIN/healthlock" --json share "$id" --role doctor | python3 -c 'import json,sys; print(json.load(sys.stdin)["link"])' > "link-$i"
   done
+  sync
+  prime $((SIZE * PARALLEL))
   T2=$(date +%s%N)
   for i in $(seq "$PARALLEL"); do
     /usr/bin/time -f "%M" -o "down-$i.rss" env XDG_CONFIG_HOME="$WORK/doctor" "$BIN/healthlock" --json fetch "$(cat "link-$i")" -o "par-$i" > "par-$i.json" 2>>cmd.log &
