@@ -23,7 +23,7 @@
 # the priming, whichever command follows one that just deleted a large file (the durable copy,
 # or an `age` output removed between runs) writes into warm pages and the next into cold ones:
 # `age -r` of 2 GiB took 1.8–2.6 s primed and 5.3–6.6 s not, the same hour. BENCH_PRIME=0
-# turns it off, to see that effect; on bare metal it changes nothing.
+# turns it off, to see that effect; without such a balloon it should change nothing.
 set -euo pipefail
 SIZE=${1:-256}
 ROUNDS=${2:-3}
@@ -36,7 +36,8 @@ cargo build --release -q -p healthlock -p healthlock-server
 BIN=$PWD/target/release
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/healthlock-bench.XXXXXX")
 PORT=${BENCH_PORT:-18090}
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK" /dev/shm/healthlock-bench-prime' EXIT
+PRIME=/dev/shm/healthlock-bench-prime-$$
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK" "$PRIME"' EXIT
 cd "$WORK"
 export HEALTHLOCK_SERVER=http://127.0.0.1:$PORT
 "$BIN/healthlock-server" --data ./data --bind 127.0.0.1:$PORT --max-upload 8GiB --quota 1024GiB 2>server.log &
@@ -58,8 +59,8 @@ prime() {
   if [ "${BENCH_PRIME:-1}" = 1 ] && [ -w /dev/shm ]; then
     local half
     half=$(awk '/MemAvailable/ {print int($2 / 2048)}' /proc/meminfo 2>/dev/null || echo 0)
-    dd if=/dev/zero of=/dev/shm/healthlock-bench-prime bs=1M count=$(($1 < half ? $1 : half)) status=none
-    rm -f /dev/shm/healthlock-bench-prime
+    dd if=/dev/zero of="$PRIME" bs=1M count=$(($1 < half ? $1 : half)) status=none
+    rm -f "$PRIME"
   fi
 }
 
