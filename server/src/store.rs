@@ -99,14 +99,10 @@ fn get_json<T: DeserializeOwned>(
 /// An account.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct UserRow {
-    /// Its id.
-    pub id: UserId,
-    /// Its name (lowercase).
-    pub username: String,
-    /// Its role.
-    pub role: Role,
-    /// Creation time.
-    pub created: u64,
+    /// Who it is and the keys it is known by: stored inline, so that [`Account`] decodes from
+    /// the same row alone.
+    #[serde(flatten)]
+    pub account: Account,
     /// The client's Argon2id salt.
     #[serde(with = "serde_b64")]
     pub salt: Vec<u8>,
@@ -114,19 +110,15 @@ pub struct UserRow {
     pub kdf: KdfParams,
     /// PHC string of Argon2id(auth value).
     pub auth_phc: String,
-    /// age recipient.
-    pub age_recipient: String,
-    /// Ed25519 public key, hex.
-    pub ed25519_public: String,
     /// The private keys, encrypted on the client.
     #[serde(with = "serde_b64")]
     pub wrapped_keys: Vec<u8>,
 }
 
-/// The part of an account that an authenticated request carries: who the caller is and the keys
-/// it is known by. Decoded from the same row as [`UserRow`] on every request, so it leaves the
-/// credentials (salt, password hash, wrapped keys) undecoded and out of the request's memory.
-#[derive(Clone, Deserialize)]
+/// The public part of an account: who it is and the keys it is known by. Authenticated requests
+/// and lookups by id decode only this from a [`UserRow`]'s row, so the credentials (salt,
+/// password hash, wrapped keys) stay undecoded and out of their memory.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Account {
     /// Its id.
     pub id: UserId,
@@ -140,20 +132,6 @@ pub struct Account {
     pub age_recipient: String,
     /// Ed25519 public key, hex.
     pub ed25519_public: String,
-}
-
-impl UserRow {
-    /// The account's public part.
-    pub fn account(&self) -> Account {
-        Account {
-            id: self.id.clone(),
-            username: self.username.clone(),
-            role: self.role,
-            created: self.created,
-            age_recipient: self.age_recipient.clone(),
-            ed25519_public: self.ed25519_public.clone(),
-        }
-    }
 }
 
 /// A login session, stored under the hash of its token.
@@ -361,13 +339,13 @@ impl Tx {
 
     /// Creates an account; `false` if the name is taken.
     pub fn insert_user(&self, user: &UserRow) -> StoreResult<bool> {
-        if self.user_by_name(&user.username)?.is_some() {
+        if self.user_by_name(&user.account.username)?.is_some() {
             return Ok(false);
         }
-        self.put(USERS, &user.username, user)?;
+        self.put(USERS, &user.account.username, user)?;
         self.txn
             .open_table(USER_IDS)?
-            .insert(user.id.as_str(), user.username.as_str())?;
+            .insert(user.account.id.as_str(), user.account.username.as_str())?;
         Ok(true)
     }
 
@@ -762,8 +740,8 @@ impl Store {
         get_json(&txn.open_table(USERS)?, username)
     }
 
-    /// The user with this id.
-    pub fn user_by_id(&self, id: &UserId) -> StoreResult<Option<UserRow>> {
+    /// The public part of the account with this id.
+    pub fn user_by_id(&self, id: &UserId) -> StoreResult<Option<Account>> {
         user_by_id(&self.db()?.begin_read()?, id)
     }
 
@@ -948,24 +926,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_account_row_stays_flat_so_stores_written_before_account_existed_still_read() {
+        let row = serde_json::json!({
+            "id": UserId::random(), "username": "bob", "role": "doctor", "created": 7,
+            "salt": "AAAA", "kdf": KdfParams::default(), "auth_phc": "phc",
+            "age_recipient": "age1x", "ed25519_public": "ab", "wrapped_keys": "AAAA",
+        });
+        let user: UserRow = serde_json::from_value(row.clone()).unwrap();
+        assert_eq!(user.account.username, "bob");
+        assert_eq!(user.account.role, Role::Doctor);
+        assert_eq!(user.auth_phc, "phc");
+        assert_eq!(serde_json::to_value(&user).unwrap(), row);
+        let account: Account = serde_json::from_value(row).unwrap();
+        assert_eq!(account.ed25519_public, "ab");
+    }
+
+    #[test]
     fn touching_a_session_never_brings_back_one_that_was_ended() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let user = UserRow {
-            id: UserId::random(),
-            username: "alice".into(),
-            role: Role::Patient,
-            created: 1,
+            account: Account {
+                id: UserId::random(),
+                username: "alice".into(),
+                role: Role::Patient,
+                created: 1,
+                age_recipient: String::new(),
+                ed25519_public: String::new(),
+            },
             salt: vec![0; 16],
             kdf: Default::default(),
             auth_phc: String::new(),
-            age_recipient: String::new(),
-            ed25519_public: String::new(),
             wrapped_keys: Vec::new(),
         };
         store.write(|tx| tx.insert_user(&user)).unwrap();
         let row = SessionRow {
-            user: user.id.clone(),
+            user: user.account.id.clone(),
             created: 1,
             last_seen: 1,
         };
@@ -982,7 +978,7 @@ mod tests {
             .unwrap();
         let (live, of) = store.session_user("live").unwrap().unwrap();
         assert!(live.last_seen > 1);
-        assert_eq!(of.id, user.id);
+        assert_eq!(of.id, user.account.id);
         assert!(store.session_user("ended").unwrap().is_none());
     }
 }

@@ -161,15 +161,17 @@ pub async fn register(
     let auth = req.auth.clone();
     let auth_phc = state.blocking(move |_| hash_secret(&auth)).await??;
     let user = UserRow {
-        id: UserId::random(),
-        username,
-        role: req.role,
-        created: now,
+        account: Account {
+            id: UserId::random(),
+            username,
+            role: req.role,
+            created: now,
+            age_recipient: req.age_recipient,
+            ed25519_public: req.ed25519_public,
+        },
         salt: req.salt,
         kdf: req.kdf,
         auth_phc,
-        age_recipient: req.age_recipient,
-        ed25519_public: req.ed25519_public,
         wrapped_keys: req.wrapped_keys,
     };
     let token = new_session_token();
@@ -181,7 +183,7 @@ pub async fn register(
     );
     state
         .write(move |tx| {
-            if tx.user_by_name(&u.username)?.is_some() {
+            if tx.user_by_name(&u.account.username)?.is_some() {
                 return Ok(Err(ApiError::new(
                     ErrorCode::UsernameTaken,
                     "that username is taken; choose another",
@@ -196,15 +198,15 @@ pub async fn register(
             tx.put_session(
                 &th,
                 &SessionRow {
-                    user: u.id.clone(),
+                    user: u.account.id.clone(),
                     created: tx.now,
                     last_seen: tx.now,
                 },
             )?;
             tx.append_audit(
-                &u.id,
+                &u.account.id,
                 NewEvent {
-                    actor: Some((u.id.clone(), u.role)),
+                    actor: Some((u.account.id.clone(), u.account.role)),
                     action: "account.register",
                     share: None,
                     record: None,
@@ -221,7 +223,7 @@ pub async fn register(
     Ok(Json(LoginResponse {
         session: token,
         session_expires: now + state.settings.session_lifetime,
-        user: user_info(&user.account()),
+        user: user_info(&user.account),
         wrapped_keys: user.wrapped_keys,
     }))
 }
@@ -272,7 +274,9 @@ pub async fn login(
     };
     // A failed login is someone else's attempt (no actor), so it reaches the notifications.
     let event = |refused: Option<ErrorCode>| NewEvent {
-        actor: refused.is_none().then(|| (user.id.clone(), user.role)),
+        actor: refused
+            .is_none()
+            .then(|| (user.account.id.clone(), user.account.role)),
         action: "account.login",
         share: None,
         record: None,
@@ -280,14 +284,17 @@ pub async fn login(
         client: client.clone(),
     };
     if !verified {
-        let (id, ev) = (user.id.clone(), event(Some(ErrorCode::InvalidCredentials)));
+        let (id, ev) = (
+            user.account.id.clone(),
+            event(Some(ErrorCode::InvalidCredentials)),
+        );
         state.write(move |tx| tx.append_audit(&id, ev)).await?;
         return Err(invalid_credentials());
     }
     let token = new_session_token();
     let (th, id, ev) = (
         crate::auth::token_hash(&token),
-        user.id.clone(),
+        user.account.id.clone(),
         event(None),
     );
     state
@@ -306,7 +313,7 @@ pub async fn login(
     Ok(Json(LoginResponse {
         session: token,
         session_expires: healthlock_common::time::now() + state.settings.session_lifetime,
-        user: user_info(&user.account()),
+        user: user_info(&user.account),
         wrapped_keys: user.wrapped_keys,
     }))
 }

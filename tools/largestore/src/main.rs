@@ -66,11 +66,11 @@ fn main() -> Result<()> {
         .user_by_name(&a.template.to_lowercase())
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_context(|| format!("no account named {}", a.template))?;
-    if patient.role != Role::Patient {
+    if patient.account.role != Role::Patient {
         bail!("{} is not a patient", a.template);
     }
-    patient.id = UserId::random();
-    patient.username = a.patient.to_lowercase();
+    patient.account.id = UserId::random();
+    patient.account.username = a.patient.to_lowercase();
     let created = store
         .write(|tx| tx.insert_user(&patient))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -78,12 +78,13 @@ fn main() -> Result<()> {
         bail!("{} exists already: load a fresh data directory", a.patient);
     }
     let recipient: age::x25519::Recipient = patient
+        .account
         .age_recipient
         .parse()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // Who holds what: the named patient first, then the others, sharing the rest evenly.
-    let mut owners = vec![(patient.id.clone(), a.own_records, a.own_events)];
+    let mut owners = vec![(patient.account.id.clone(), a.own_records, a.own_events)];
     for i in 0..a.others {
         let share = |total: u64, own: u64| {
             let rest = total - own;
