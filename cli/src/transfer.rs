@@ -5,13 +5,14 @@
 //! use the other, and no document is ever whole in memory. Download is the mirror image; the
 //! plaintext goes to a hidden temp file beside the destination ([`DurableWriter`], written
 //! behind so its fsync is short), and is renamed into place only after the
-//! ciphertext's size and SHA-256 match what the patient signed and age has authenticated every
-//! chunk.
+//! ciphertext's size and hash ([`healthlock_common::body_hash`]) match what the patient signed and age has
+//! authenticated every chunk.
 
 use crate::client::Api;
 use crate::error::{CliError, integrity};
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
+use healthlock_common::body_hash::BodyHasher;
 use healthlock_common::durable_write::DurableWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
@@ -78,7 +79,7 @@ impl Write for ChannelWriter {
 }
 
 /// Encrypts `file` to `recipient` and streams the ciphertext as the body of `request`.
-/// Returns the server's JSON answer and what the client sent: the ciphertext's SHA-256 and size.
+/// Returns the server's JSON answer and what the client sent: the ciphertext's hash and size.
 ///
 /// Reading and encryption run on a blocking thread; hashing and sending on the async runtime,
 /// so the two cores share the work (docs/performance.md).
@@ -125,7 +126,7 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
     // The hash and size of everything sent, once the body has ended.
     let (hashed_tx, hashed) = tokio::sync::oneshot::channel();
     let stream = futures_util::stream::unfold(
-        (rx, Sha256::new(), 0u64, hashed_tx),
+        (rx, BodyHasher::new(), 0u64, hashed_tx),
         |(mut rx, mut hasher, mut size, hashed_tx)| async move {
             match rx.recv().await {
                 Some(item) => {
@@ -137,7 +138,7 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
                 }
                 None => {
                     let _ = hashed_tx.send(Sent {
-                        sha256: healthlock_common::encoding::hex(&hasher.finalize()),
+                        hash: hasher.finish(),
                         size,
                     });
                     None
@@ -194,8 +195,8 @@ impl<T: AsRef<[u8]>> Read for ChannelReader<T> {
 
 /// The ciphertext an upload sent.
 pub struct Sent {
-    /// SHA-256, hex.
-    pub sha256: String,
+    /// Its hash ([`healthlock_common::body_hash`]).
+    pub hash: String,
     /// Bytes.
     pub size: u64,
 }
@@ -205,8 +206,8 @@ pub struct Sent {
 pub struct Expected {
     /// Ciphertext size.
     pub size: u64,
-    /// Ciphertext SHA-256, hex.
-    pub sha256: String,
+    /// Ciphertext hash ([`healthlock_common::body_hash`]): the algorithm it names is the one checked.
+    pub hash: String,
 }
 
 /// A file written by [`download_decrypted`].
@@ -242,6 +243,8 @@ pub async fn download_decrypted(
         ".healthlock-partial-{}",
         healthlock_common::encoding::hex(&healthlock_common::random_bytes::<8>())
     ));
+    let mut hasher = BodyHasher::like(&expected.hash)
+        .map_err(|_| integrity("the record's hash is malformed, so its body cannot be checked"))?;
     let resp = api.send(api.request(Method::GET, path)).await?;
     // Three stages, so both cores work: this task receives and hashes the ciphertext, one thread
     // decrypts, another hashes the plaintext and writes it.
@@ -269,7 +272,6 @@ pub async fn download_decrypted(
         result
     });
 
-    let mut hasher = Sha256::new();
     let mut received = 0u64;
     let mut stream = resp.bytes_stream();
     let mut network_error = None;
@@ -317,11 +319,10 @@ pub async fn download_decrypted(
             return Err(e);
         }
     };
-    let sha = healthlock_common::encoding::hex(&hasher.finalize());
-    if received != expected.size || sha != expected.sha256 {
+    if received != expected.size || hasher.finish() != expected.hash {
         cleanup();
         return Err(integrity(format!(
-            "the server sent {received} bytes that do not match the {} bytes and SHA-256 the patient signed",
+            "the server sent {received} bytes that do not match the {} bytes and hash the patient signed",
             expected.size
         )));
     }

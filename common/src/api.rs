@@ -227,9 +227,10 @@ pub struct RecordInfo {
     pub category: Category,
     /// Ciphertext size in bytes.
     pub size: u64,
-    /// SHA-256 of the ciphertext, hex: as the patient stated it in the seal, or as the server
-    /// computed it for a doctor's attachment.
-    pub sha256: String,
+    /// The ciphertext's hash ([`crate::body_hash`]): as the patient stated it in the seal, or as
+    /// the server computed it for a doctor's attachment.
+    #[serde(alias = "sha256")]
+    pub hash: String,
     /// The patient's seal over the record ([`crate::record_seal`]), hex; `None` for a
     /// doctor's attachment. The patient's CLI trusts none of this record's fields without it.
     #[serde(default)]
@@ -262,8 +263,9 @@ pub struct PendingUpload {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealRecordRequest {
-    /// SHA-256 of the ciphertext the patient sent, hex.
-    pub sha256: String,
+    /// The hash of the ciphertext the patient sent ([`crate::body_hash`]).
+    #[serde(alias = "sha256")]
+    pub hash: String,
     /// The patient's signature over the record ([`crate::record_seal`]), hex.
     pub seal: String,
 }

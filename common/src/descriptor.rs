@@ -48,8 +48,10 @@ pub struct DescriptorEntry {
     pub category: Category,
     /// Size of the ciphertext body in bytes.
     pub size: u64,
-    /// SHA-256 of the ciphertext body, hex.
-    pub sha256: String,
+    /// The ciphertext body's hash ([`crate::body_hash`]). Descriptors signed before bodies were
+    /// hashed with BLAKE3 name it `sha256`.
+    #[serde(alias = "sha256")]
+    pub hash: String,
     /// SHA-256 of the record key's envelope to this share, hex.
     pub envelope_sha256: String,
     /// SHA-256 of the sealed metadata, hex.
@@ -133,7 +135,7 @@ mod tests {
                 id: RecordId::random(),
                 category: Category::Prescription,
                 size: 10,
-                sha256: "00".repeat(32),
+                hash: format!("blake3:{}", "00".repeat(32)),
                 envelope_sha256: "11".repeat(32),
                 meta_sha256: "22".repeat(32),
             }],
@@ -158,5 +160,24 @@ mod tests {
 
         let other = ShareSecret::generate().signing_key().verifying_key();
         assert!(signed.verify(&other).is_err());
+    }
+
+    #[test]
+    fn a_descriptor_signed_before_blake3_names_the_hash_sha256_and_still_reads() {
+        let s = ShareSecret::generate();
+        let mut d = sample(&s);
+        d.records[0].hash = "33".repeat(32);
+        let mut text = String::from_utf8(d.sign(&s.signing_key()).bytes).unwrap();
+        assert!(text.contains(",\"hash\":\""));
+        text = text.replace(",\"hash\":\"", ",\"sha256\":\"");
+        let before = SignedDescriptor {
+            signature: s
+                .signing_key()
+                .sign(&signed_message(text.as_bytes()))
+                .to_bytes()
+                .to_vec(),
+            bytes: text.into_bytes(),
+        };
+        assert_eq!(before.verify(&s.signing_key().verifying_key()).unwrap(), d);
     }
 }

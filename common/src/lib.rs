@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod body_hash;
 pub mod descriptor;
 pub mod durable_write;
 pub mod encoding;

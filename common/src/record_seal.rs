@@ -1,13 +1,14 @@
 //! A record's seal: the patient's Ed25519 signature over what they uploaded.
 //!
-//! The patient's CLI hashes the ciphertext as it sends it, then signs the record's id, owner,
-//! category, size and hash, with the hashes of its envelope and sealed metadata, using the account's
-//! signing key. Every later use on the patient's side (`share`, `download`, `records`) checks the
+//! The patient's CLI hashes the ciphertext as it sends it ([`crate::body_hash`]), then signs the
+//! record's id, owner, category, size and hash, with the hashes of its envelope and sealed
+//! metadata, using the account's signing key. Every later use on the patient's side (`share`, `download`, `records`) checks the
 //! seal with the key the CLI holds, never one the server supplies, so a server that plants a record
 //! in a vault, swaps one record's contents for another's or changes a category is caught before
 //! the patient signs that record into a share. The server checks the seal too, but only to refuse
 //! garbage: it never hashes an upload itself, which saves it a full pass over every body.
 
+use crate::body_hash::Algorithm;
 use crate::encoding::{hex, sha256_hex, unhex};
 use crate::{Category, CryptoError, RecordId, UserId};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -26,8 +27,8 @@ pub struct RecordSeal<'a> {
     pub category: Category,
     /// Ciphertext size in bytes.
     pub size: u64,
-    /// SHA-256 of the ciphertext, hex.
-    pub sha256: &'a str,
+    /// The ciphertext's hash ([`crate::body_hash`]).
+    pub hash: &'a str,
     /// The record key sealed to the patient.
     pub envelope: &'a [u8],
     /// Title and file name sealed to the record key.
@@ -42,20 +43,38 @@ struct Statement<'a> {
     id: &'a RecordId,
     category: Category,
     size: u64,
-    sha256: &'a str,
+    #[serde(flatten)]
+    hash: HashField<'a>,
     envelope_sha256: String,
     meta_sha256: String,
 }
 
+/// The body hash's key in the statement: `v: 1` statements (bodies hashed with SHA-256, sealed
+/// before BLAKE3) name it `sha256`, and must keep their exact bytes to verify; `v: 2` names it
+/// `hash`, its value naming the algorithm.
+#[derive(Serialize)]
+enum HashField<'a> {
+    #[serde(rename = "sha256")]
+    Sha256(&'a str),
+    #[serde(rename = "hash")]
+    Hash(&'a str),
+}
+
 impl RecordSeal<'_> {
     fn message(&self) -> Vec<u8> {
+        // A malformed hash is signed as it is, as `v: 2`: no seal over it will verify, because
+        // the patient's CLI never signs one, and the server refuses it before it checks a seal.
+        let (v, hash) = match Algorithm::of(self.hash) {
+            Ok(Algorithm::Sha256) => (1, HashField::Sha256(self.hash)),
+            _ => (2, HashField::Hash(self.hash)),
+        };
         let statement = Statement {
-            v: 1,
+            v,
             owner: self.owner,
             id: self.id,
             category: self.category,
             size: self.size,
-            sha256: self.sha256,
+            hash,
             envelope_sha256: sha256_hex(self.envelope),
             meta_sha256: sha256_hex(self.meta),
         };
@@ -87,20 +106,22 @@ mod tests {
     fn a_seal_binds_every_field_and_the_key() {
         let key = SigningKey::from_bytes(&crate::random_bytes());
         let (owner, id, other_id) = (UserId::random(), RecordId::random(), RecordId::random());
-        let sha = "ab".repeat(32);
+        let hash = format!("blake3:{}", "ab".repeat(32));
         let seal = RecordSeal {
             owner: &owner,
             id: &id,
             category: Category::Lab,
             size: 100,
-            sha256: &sha,
+            hash: &hash,
             envelope: b"env",
             meta: b"meta",
         };
         let sig = seal.sign(&key);
         assert!(seal.verify(&key.verifying_key(), &sig).is_ok());
 
-        let other_sha = "cd".repeat(32);
+        let other_hash = format!("blake3:{}", "cd".repeat(32));
+        // The same digest read as SHA-256.
+        let other_algorithm = "ab".repeat(32);
         let altered = [
             RecordSeal {
                 id: &other_id,
@@ -112,7 +133,11 @@ mod tests {
             },
             RecordSeal { size: 101, ..seal },
             RecordSeal {
-                sha256: &other_sha,
+                hash: &other_hash,
+                ..seal
+            },
+            RecordSeal {
+                hash: &other_algorithm,
                 ..seal
             },
             RecordSeal {
@@ -134,5 +159,30 @@ mod tests {
         assert!(seal.verify(&stranger, &sig).is_err());
         assert!(seal.verify(&key.verifying_key(), "00").is_err());
         assert!(seal.verify(&key.verifying_key(), "not hex").is_err());
+    }
+
+    #[test]
+    fn a_seal_over_a_sha256_body_hash_keeps_the_bytes_sealed_before_blake3() {
+        let (owner, id) = (UserId::random(), RecordId::random());
+        let sha = "ab".repeat(32);
+        let seal = RecordSeal {
+            owner: &owner,
+            id: &id,
+            category: Category::Lab,
+            size: 100,
+            hash: &sha,
+            envelope: b"env",
+            meta: b"meta",
+        };
+        let before = format!(
+            "healthlock/v1/record\n{{\"v\":1,\"owner\":\"{owner}\",\"id\":\"{id}\",\"category\":\"lab\",\
+             \"size\":100,\"sha256\":\"{sha}\",\"envelope_sha256\":\"{}\",\"meta_sha256\":\"{}\"}}",
+            sha256_hex(b"env"),
+            sha256_hex(b"meta")
+        );
+        assert_eq!(String::from_utf8(seal.message()).unwrap(), before);
+        let b3 = format!("blake3:{sha}");
+        let now = String::from_utf8(RecordSeal { hash: &b3, ..seal }.message()).unwrap();
+        assert!(now.contains("{\"v\":2,") && now.contains(&format!(",\"hash\":\"{b3}\",")));
     }
 }

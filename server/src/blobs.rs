@@ -9,8 +9,8 @@ use axum::body::Bytes;
 use futures_util::StreamExt;
 use healthlock_common::RecordId;
 use healthlock_common::api::ErrorCode;
+use healthlock_common::body_hash::BodyHasher;
 use healthlock_common::durable_write::DurableWriter;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
@@ -32,8 +32,8 @@ pub struct Received {
     path: PathBuf,
     /// Bytes received.
     pub size: u64,
-    /// SHA-256 of what was received, hex, when asked for.
-    pub sha256: Option<String>,
+    /// The hash of what was received ([`healthlock_common::body_hash`]), when asked for.
+    pub hash: Option<String>,
     committed: bool,
 }
 
@@ -104,7 +104,7 @@ impl Blobs {
                 &healthlock_common::random_bytes::<16>(),
             )),
             size: 0,
-            sha256: None,
+            hash: None,
             committed: false,
         };
         let file = tokio::fs::File::create(&received.path)
@@ -113,7 +113,7 @@ impl Blobs {
             .await;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer = tokio::task::spawn_blocking(move || write_behind(file, rx));
-        let mut hasher = hash.then(Sha256::new);
+        let mut hasher = hash.then(BodyHasher::new);
         let mut stream = body.into_data_stream();
         loop {
             // An idle timeout rather than a total one: a 2 GiB upload may take long, but a
@@ -153,7 +153,7 @@ impl Blobs {
         // If the writer already failed this send fails too, and its error is the answer.
         let _ = tx.send(Piece::End).await;
         writer.await.map_err(std::io::Error::other)??;
-        received.sha256 = hasher.map(|h| healthlock_common::encoding::hex(&h.finalize()));
+        received.hash = hasher.map(BodyHasher::finish);
         Ok(received)
     }
 

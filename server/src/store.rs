@@ -156,9 +156,10 @@ pub struct RecordRow {
     pub category: Category,
     /// Ciphertext size.
     pub size: u64,
-    /// SHA-256 of the ciphertext, hex: the patient's word in `seal`, or for an attachment the
-    /// server's own hash.
-    pub sha256: String,
+    /// The ciphertext's hash ([`healthlock_common::body_hash`]): the patient's word in `seal`, or
+    /// for an attachment the server's own. Rows stored before BLAKE3 name it `sha256`.
+    #[serde(alias = "sha256")]
+    pub hash: String,
     /// The patient's seal (`healthlock_common::record_seal`), hex; `None` for an attachment
     /// and for records stored before seals existed.
     #[serde(default)]

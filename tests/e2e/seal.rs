@@ -51,7 +51,8 @@ fn upload_in_two_halves(
 }
 
 fn seal(server: &Server, token: &str, id: &str, seal: &str) -> (u16, serde_json::Value) {
-    let body = serde_json::json!({ "sha256": "ab".repeat(32), "seal": seal }).to_string();
+    let body = serde_json::json!({ "hash": format!("blake3:{}", "ab".repeat(32)), "seal": seal })
+        .to_string();
     let (status, text) = raw_http(
         &server.url,
         &format!(

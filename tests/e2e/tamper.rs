@@ -1,7 +1,7 @@
 //! A server that alters what it stores is caught by the fetching CLI, which then writes nothing.
 //! Each test really changes the server's data on disk, as a compromised server would.
 
-use healthlock_tests::{Server, User, files_below};
+use healthlock_tests::{Server, User, files_below, sha256_file};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("shares");
@@ -353,8 +353,8 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
     alice.share(&[&source], "doctor", &[]);
     // A seal the server makes up for the planted record is refused and audited; the patient's
     // own, after a download, is what makes it shareable.
-    let put_seal = |sha256: &serde_json::Value| {
-        let body = serde_json::json!({ "sha256": sha256, "seal": "00".repeat(64) }).to_string();
+    let put_seal = |hash: &serde_json::Value| {
+        let body = serde_json::json!({ "hash": hash, "seal": "00".repeat(64) }).to_string();
         healthlock_tests::raw_http(
             &server.url,
             &format!(
@@ -367,10 +367,10 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
         )
     };
     // (A hash other than the stored one is refused first: the patient did not download it.)
-    let (status, err) = put_seal(&"ab".repeat(32).into());
+    let (status, err) = put_seal(&format!("blake3:{}", "ab".repeat(32)).into());
     assert_eq!(status, 400);
     assert!(err.contains("hash does not match"), "{err}");
-    let (status, err) = put_seal(&row_b["sha256"]);
+    let (status, err) = put_seal(&row_b["hash"]);
     assert_eq!(status, 400);
     assert!(err.contains("does not verify"), "{err}");
     assert!(alice.json_lines(&["audit"], None).iter().any(|e| {
@@ -378,4 +378,75 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
     }));
     alice.ok(&["download", &planted, "-o", "planted.pdf", "--seal"], None);
     alice.share(&[&planted], "doctor", &[]);
+}
+
+#[test]
+fn a_record_hashed_with_sha256_before_blake3_still_checks_seals_shares_and_fetches() {
+    let mut server = Server::start();
+    let alice = User::patient(&server, "alice");
+    let doctor = User::provider(&server, "dr-old", "doctor");
+    let body = b"%PDF a scan from before BLAKE3".repeat(5000);
+    let good = alice.upload(&alice.file("old.pdf", &body), "imaging", None);
+    let bad = alice.upload(&alice.file("older.pdf", &body), "imaging", None);
+    let rows = record_rows(&mut server);
+    // Rows as an earlier server kept them, stored before seals: the body's SHA-256 as bare hex
+    // under `sha256`, no seal.
+    let mut legacy = Vec::new();
+    for (id, flip) in [(&good, false), (&bad, true)] {
+        let (key, mut row) = rows[id].clone();
+        let hash = row["hash"].as_str().unwrap().to_owned();
+        assert!(hash.starts_with("blake3:") && hash.len() == 71, "{hash}");
+        let mut sha = sha256_file(&server.data.join("blobs").join(id));
+        if flip {
+            let last = if sha.ends_with('0') { "1" } else { "0" };
+            sha.replace_range(63.., last);
+        }
+        let obj = row.as_object_mut().unwrap();
+        obj.remove("hash");
+        obj.insert("sha256".into(), sha.into());
+        obj.insert("seal".into(), serde_json::Value::Null);
+        legacy.push((key, row));
+    }
+    put_record_rows(&mut server, &legacy);
+
+    // A SHA-256 that does not match the body is caught as such, and nothing is written or sealed.
+    let r = alice.run(&["download", &bad, "-o", "bad.pdf", "--seal"], None);
+    assert_eq!(r.code, 14, "{r:?}");
+    assert!(r.stderr.contains("do not match"), "{r:?}");
+    assert!(!alice.dir().join("bad.pdf").exists());
+    // The right one is checked with SHA-256, and sealed as it stands (a seal over a SHA-256 hash).
+    alice.ok(&["download", &good, "-o", "good.pdf", "--seal"], None);
+    assert_eq!(std::fs::read(alice.dir().join("good.pdf")).unwrap(), body);
+    let sealed: Vec<bool> = alice
+        .json(&["records"], None)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"] == good.as_str() || r["id"] == bad.as_str())
+        .map(|r| r["id"] == good.as_str() && r["sealed"] == true)
+        .collect();
+    assert_eq!(sealed.len(), 2);
+    assert_eq!(
+        sealed.iter().filter(|s| **s).count(),
+        1,
+        "only the good one is sealed"
+    );
+    // It shares, and a doctor's fetch checks the descriptor's SHA-256.
+    let link = alice.share(&[&good], "doctor", &[])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fetched = doctor.json(&["fetch", &link, "-o", "in"], None);
+    let written = doctor.dir().join("in/old.pdf");
+    assert_eq!(std::fs::read(&written).unwrap(), body);
+    assert_eq!(
+        fetched["files"][0]["sha256"].as_str().unwrap(),
+        sha256_file(&written)
+    );
+    let rows = record_rows(&mut server);
+    assert_eq!(
+        rows[&good].1["hash"].as_str().unwrap(),
+        legacy[0].1["sha256"].as_str().unwrap(),
+        "the seal kept the SHA-256 hash"
+    );
 }

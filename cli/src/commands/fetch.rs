@@ -370,7 +370,7 @@ impl FetchCmd {
                 key.into_identity(),
                 &Expected {
                     size: entry.size,
-                    sha256: entry.sha256.clone(),
+                    hash: entry.hash.clone(),
                 },
                 &tmp,
                 true,
@@ -432,7 +432,7 @@ impl Attach {
         )
         .await?;
         let info = sent.answer;
-        if info.sha256 != sent.sent.sha256 || info.size != sent.sent.size {
+        if info.hash != sent.sent.hash || info.size != sent.sent.size {
             return Err(integrity(format!(
                 "the server stored different bytes for {} than were sent (record {})",
                 self.file.display(),

@@ -134,7 +134,7 @@ impl ShareCmd {
                 id: r.info.id.clone(),
                 category: r.info.category,
                 size: expected.size,
-                sha256: expected.sha256,
+                hash: expected.hash,
                 envelope_sha256: sha256_hex(&envelope),
                 meta_sha256: sha256_hex(&meta),
             });

@@ -98,7 +98,7 @@ impl Opened {
     fn listed(&self) -> Expected {
         Expected {
             size: self.info.size,
-            sha256: self.info.sha256.clone(),
+            hash: self.info.hash.clone(),
         }
     }
 
@@ -142,7 +142,7 @@ pub fn open_record(keys: &AccountKeys, me: &UserId, info: RecordInfo) -> Opened 
             id: &info.id,
             category: info.category,
             size: info.size,
-            sha256: &info.sha256,
+            hash: &info.hash,
             envelope: &info.envelope,
             meta: &info.meta,
         }
@@ -377,7 +377,7 @@ async fn seal_upload(
             id: &id,
             category: up.category,
             size: up.sent.size,
-            sha256: &up.sent.sha256,
+            hash: &up.sent.hash,
             envelope: &up.envelope,
             meta: &up.sealed_meta,
         },
@@ -394,7 +394,7 @@ async fn seal_upload(
 async fn put_seal(api: &Api, keys: &AccountKeys, statement: RecordSeal<'_>) -> Result<Opened> {
     let id = statement.id;
     let req = SealRecordRequest {
-        sha256: statement.sha256.to_owned(),
+        hash: statement.hash.to_owned(),
         seal: statement.sign(&keys.signing),
     };
     let info: RecordInfo = api.put(&format!("/v1/records/{id}/seal"), &req).await?;
@@ -486,7 +486,7 @@ impl Download {
                     id: &rec.info.id,
                     category: rec.info.category,
                     size: expected.size,
-                    sha256: &expected.sha256,
+                    hash: &expected.hash,
                     envelope: &rec.info.envelope,
                     meta: &rec.info.meta,
                 },

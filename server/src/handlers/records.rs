@@ -16,6 +16,7 @@ use healthlock_common::api::{
     ErrorCode, HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, PendingUpload, RecordInfo,
     SealRecordRequest,
 };
+use healthlock_common::body_hash;
 use healthlock_common::envelope::MAX_SMALL_AGE_FILE;
 use healthlock_common::keys;
 use healthlock_common::record_seal::RecordSeal;
@@ -74,7 +75,7 @@ pub fn record_info(state: &AppState, r: RecordRow) -> RecordInfo {
         id: r.id,
         category: r.category,
         size: r.size,
-        sha256: r.sha256,
+        hash: r.hash,
         seal: r.seal,
         created: r.created,
         envelope: r.envelope,
@@ -176,7 +177,7 @@ pub async fn store_attachment(
         owner,
         category: h.category,
         size: received.size,
-        sha256: received.sha256.clone().unwrap_or_default(),
+        hash: received.hash.clone().unwrap_or_default(),
         seal: None,
         created: healthlock_common::time::now(),
         envelope: h.envelope,
@@ -240,12 +241,7 @@ pub async fn upload(
 
 /// Whether `seal` is the caller's valid seal over the record as described, with a well-formed hash.
 fn seal_verifies(caller: &Caller, statement: &RecordSeal<'_>, seal: &str) -> bool {
-    let hash_ok = statement.sha256.len() == 64
-        && statement
-            .sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    hash_ok
+    body_hash::Algorithm::of(statement.hash).is_ok()
         && keys::parse_verifying_key(&caller.user.ed25519_public)
             .and_then(|vk| statement.verify(&vk, seal))
             .is_ok()
@@ -293,7 +289,7 @@ pub async fn seal(
         id: &id,
         category: pending.category,
         size: pending.received.size,
-        sha256: &req.sha256,
+        hash: &req.hash,
         envelope: &pending.envelope,
         meta: &pending.meta,
     };
@@ -309,7 +305,7 @@ pub async fn seal(
         owner,
         category: pending.category,
         size: pending.received.size,
-        sha256: req.sha256,
+        hash: req.hash,
         seal: Some(req.seal),
         created: healthlock_common::time::now(),
         envelope: pending.envelope,
@@ -350,7 +346,7 @@ async fn seal_existing(
             )
         })?;
     if let Some(existing) = &row.seal {
-        if *existing == req.seal && row.sha256 == req.sha256 {
+        if *existing == req.seal && row.hash == req.hash {
             let s = state.clone();
             let info = state.blocking(move |_| record_info(&s, row)).await?;
             return Ok((StatusCode::OK, Json(info)));
@@ -360,7 +356,7 @@ async fn seal_existing(
     // The server hashed every unsealed record itself (an attachment, or a record from before
     // seals): a patient whose hash differs did not download what is stored, and a seal over it
     // would make the record unusable.
-    if !row.sha256.is_empty() && row.sha256 != req.sha256 {
+    if !row.hash.is_empty() && row.hash != req.hash {
         return Err(ApiError::bad_request(
             "the hash does not match the stored record's; download it again before sealing it",
         ));
@@ -370,7 +366,7 @@ async fn seal_existing(
         id: &id,
         category: row.category,
         size: row.size,
-        sha256: &req.sha256,
+        hash: &req.hash,
         envelope: &row.envelope,
         meta: &row.meta,
     };
@@ -380,7 +376,7 @@ async fn seal_existing(
     }
     let ev = caller.event("record.seal", None, Some(id.clone()), None);
     let sealed = RecordRow {
-        sha256: req.sha256,
+        hash: req.hash,
         seal: Some(req.seal),
         ..row
     };
@@ -392,7 +388,7 @@ async fn seal_existing(
             // An identical seal committed meanwhile (the same request sent twice) is success.
             if now
                 .as_ref()
-                .is_some_and(|r| r.seal == stored.seal && r.sha256 == stored.sha256)
+                .is_some_and(|r| r.seal == stored.seal && r.hash == stored.hash)
             {
                 return Ok(Ok(()));
             }

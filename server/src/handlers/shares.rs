@@ -191,7 +191,7 @@ pub async fn create(
             // The patient vouches for each record's ciphertext; check it is what we hold.
             for e in &d.records {
                 let ok = tx.record(&stored.patient, &e.id)?.is_some_and(|r| {
-                    r.category == e.category && r.size == e.size && r.sha256 == e.sha256
+                    r.category == e.category && r.size == e.size && r.hash == e.hash
                 });
                 if !ok {
                     return Ok(Err(ApiError::bad_request(format!(

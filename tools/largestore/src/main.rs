@@ -187,7 +187,7 @@ fn record_row(
         owner: owner.clone(),
         category: Category::ALL[created as usize % Category::ALL.len()],
         size: SIZE,
-        sha256: "00".repeat(32),
+        hash: format!("blake3:{}", "00".repeat(32)),
         seal: None,
         created,
         envelope,
