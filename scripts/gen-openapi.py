@@ -11,6 +11,8 @@ S = lambda **kw: {"type": "string", **kw}
 INT = {"type": "integer", "minimum": 0}
 HEX32 = S(pattern="^[0-9a-f]{32}$")
 HEX64 = S(pattern="^[0-9a-f]{64}$")
+# A record body's hash: BLAKE3, or bare hex for SHA-256 from before (protocol.md §3.1).
+BODY_HASH = S(pattern="^(blake3:)?[0-9a-f]{64}$")
 B64 = S(contentEncoding="base64")
 BOOL = {"type": "boolean"}
 ref = lambda n: {"$ref": f"#/components/schemas/{n}"}
@@ -50,11 +52,11 @@ schemas = {
     "UserInfo": obj({"id": HEX32, "username": S(), "role": ROLE, "created": INT, "age_recipient": S()}),
     "LoginResponse": obj({"session": S(), "session_expires": INT, "user": ref("UserInfo"),
                           "wrapped_keys": B64}),
-    "RecordInfo": obj({"id": HEX32, "category": CATEGORY, "size": INT, "sha256": HEX64,
+    "RecordInfo": obj({"id": HEX32, "category": CATEGORY, "size": INT, "hash": BODY_HASH,
                        "created": INT, "envelope": B64, "meta": B64},
                       {"added_by": S(), "seal": {"type": ["string", "null"], "pattern": "^[0-9a-f]{128}$"}}),
     "PendingUpload": obj({"id": HEX32, "size": INT, "expires": INT}),
-    "SealRecordRequest": obj({"sha256": HEX64, "seal": S(pattern="^[0-9a-f]{128}$")}),
+    "SealRecordRequest": obj({"hash": BODY_HASH, "seal": S(pattern="^[0-9a-f]{128}$")}),
     "SignedDescriptor": obj({"bytes": B64, "signature": B64}),
     "ShareRecordKeys": obj({"id": HEX32, "envelope": B64, "meta": B64}),
     "CreateShareRequest": obj({"descriptor": ref("SignedDescriptor"), "verify_key": S(),
