@@ -263,8 +263,9 @@ pub struct PendingUpload {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealRecordRequest {
-    /// The hash of the ciphertext the patient sent ([`crate::body_hash`]).
-    #[serde(alias = "sha256")]
+    /// The hash of the ciphertext the patient sent ([`crate::body_hash`]). No `sha256` alias: a
+    /// CLI from before BLAKE3 is refused here, before its upload becomes a record whose answer
+    /// (a `RecordInfo` with `hash`) it could not read.
     pub hash: String,
     /// The patient's signature over the record ([`crate::record_seal`]), hex.
     pub seal: String,

@@ -5,8 +5,9 @@
 //! metadata, using the account's signing key. Every later use on the patient's side (`share`,
 //! `download`, `records`) checks the seal with the key the CLI holds, never one the server
 //! supplies, so a server that plants a record in a vault, swaps one record's contents for
-//! another's or changes a category is caught before the patient signs that record into a share. The server checks the seal too, but only to refuse
-//! garbage: it never hashes an upload itself, which saves it a full pass over every body.
+//! another's or changes a category is caught before the patient signs that record into a share.
+//! The server checks the seal too, but only to refuse garbage: it never hashes an upload itself,
+//! which saves it a full pass over every body.
 
 use crate::body_hash::Algorithm;
 use crate::encoding::{hex, sha256_hex, unhex};

@@ -51,8 +51,22 @@ fn upload_in_two_halves(
 }
 
 fn seal(server: &Server, token: &str, id: &str, seal: &str) -> (u16, serde_json::Value) {
-    let body = serde_json::json!({ "hash": format!("blake3:{}", "ab".repeat(32)), "seal": seal })
-        .to_string();
+    let hash = format!("blake3:{}", "ab".repeat(32));
+    seal_request(
+        server,
+        token,
+        id,
+        serde_json::json!({ "hash": hash, "seal": seal }),
+    )
+}
+
+fn seal_request(
+    server: &Server,
+    token: &str,
+    id: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let body = body.to_string();
     let (status, text) = raw_http(
         &server.url,
         &format!(
@@ -89,6 +103,13 @@ fn a_body_becomes_a_record_only_with_its_patients_valid_seal() {
     );
     assert_eq!(files_below(&server.data.join("tmp")).len(), 1);
 
+    // A request in the form from before BLAKE3 (the hash under `sha256`) is refused before
+    // anything is stored, so an old CLI sees an error rather than a record it cannot read back.
+    let old_form = serde_json::json!({ "sha256": "ab".repeat(32), "seal": "00".repeat(64) });
+    let (status, err) = seal_request(&server, &alice_t, &id, old_form);
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(files_below(&server.data.join("tmp")).len(), 1);
+    assert_eq!(listed(&alice), 0);
     // Someone else's seal: not found, and alice's body still waits.
     let good_looking = "00".repeat(64);
     assert_eq!(seal(&server, &bob_t, &id, &good_looking).0, 404);

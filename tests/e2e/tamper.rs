@@ -382,71 +382,118 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
 
 #[test]
 fn a_record_hashed_with_sha256_before_blake3_still_checks_seals_shares_and_fetches() {
+    use ed25519_dalek::Signer;
+    use healthlock_common::encoding::{hex, sha256_hex, unb64};
     let mut server = Server::start();
     let alice = User::patient(&server, "alice");
     let doctor = User::provider(&server, "dr-old", "doctor");
     let body = b"%PDF a scan from before BLAKE3".repeat(5000);
-    let good = alice.upload(&alice.file("old.pdf", &body), "imaging", None);
-    let bad = alice.upload(&alice.file("older.pdf", &body), "imaging", None);
+    let sealed = alice.upload(&alice.file("sealed.pdf", &body), "imaging", None);
+    let unsealed = alice.upload(&alice.file("unsealed.pdf", &body), "imaging", None);
+    let wrong = alice.upload(&alice.file("wrong.pdf", &body), "imaging", None);
+    let keys = healthlock_common::keys::AccountKeys::from_secret_json(
+        &std::fs::read(
+            alice
+                .dir()
+                .join("config/healthlock/profiles/default/keys.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let rows = record_rows(&mut server);
-    // Rows as an earlier server kept them, stored before seals: the body's SHA-256 as bare hex
-    // under `sha256`, no seal.
+    // Rows as an earlier version kept them: the body's SHA-256 as bare hex under `sha256`. One
+    // carries a seal made as the CLI made them then, over the statement's literal bytes (not
+    // built by today's code); one has no seal (stored before seals); one's hash is wrong.
     let mut legacy = Vec::new();
-    for (id, flip) in [(&good, false), (&bad, true)] {
+    for id in [&sealed, &unsealed, &wrong] {
         let (key, mut row) = rows[id].clone();
         let hash = row["hash"].as_str().unwrap().to_owned();
         assert!(hash.starts_with("blake3:") && hash.len() == 71, "{hash}");
         let mut sha = sha256_file(&server.data.join("blobs").join(id));
-        if flip {
+        if id == &wrong {
             let last = if sha.ends_with('0') { "1" } else { "0" };
             sha.replace_range(63.., last);
         }
+        let seal = (id == &sealed).then(|| {
+            let b64 = |field: &str| unb64(row[field].as_str().unwrap(), "row field").unwrap();
+            let statement = format!(
+                "healthlock/v1/record\n{{\"v\":1,\"owner\":\"{}\",\"id\":\"{id}\",\"category\":\"imaging\",\
+                 \"size\":{},\"sha256\":\"{sha}\",\"envelope_sha256\":\"{}\",\"meta_sha256\":\"{}\"}}",
+                row["owner"].as_str().unwrap(),
+                row["size"],
+                sha256_hex(&b64("envelope")),
+                sha256_hex(&b64("meta")),
+            );
+            hex(&keys.signing.sign(statement.as_bytes()).to_bytes())
+        });
         let obj = row.as_object_mut().unwrap();
         obj.remove("hash");
         obj.insert("sha256".into(), sha.into());
-        obj.insert("seal".into(), serde_json::Value::Null);
+        obj.insert("seal".into(), seal.into());
         legacy.push((key, row));
     }
     put_record_rows(&mut server, &legacy);
 
+    let listed = |id: &str| {
+        alice
+            .json(&["records"], None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()["sealed"]
+            .clone()
+    };
+    assert_eq!(listed(&sealed), true, "a seal made before BLAKE3 verifies");
+    assert_eq!(listed(&unsealed), false);
     // A SHA-256 that does not match the body is caught as such, and nothing is written or sealed.
-    let r = alice.run(&["download", &bad, "-o", "bad.pdf", "--seal"], None);
+    let r = alice.run(&["download", &wrong, "-o", "out-wrong.pdf", "--seal"], None);
     assert_eq!(r.code, 14, "{r:?}");
     assert!(r.stderr.contains("do not match"), "{r:?}");
-    assert!(!alice.dir().join("bad.pdf").exists());
-    // The right one is checked with SHA-256, and sealed as it stands (a seal over a SHA-256 hash).
-    alice.ok(&["download", &good, "-o", "good.pdf", "--seal"], None);
-    assert_eq!(std::fs::read(alice.dir().join("good.pdf")).unwrap(), body);
-    let sealed: Vec<bool> = alice
-        .json(&["records"], None)
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["id"] == good.as_str() || r["id"] == bad.as_str())
-        .map(|r| r["id"] == good.as_str() && r["sealed"] == true)
-        .collect();
-    assert_eq!(sealed.len(), 2);
-    assert_eq!(
-        sealed.iter().filter(|s| **s).count(),
-        1,
-        "only the good one is sealed"
+    assert!(!alice.dir().join("out-wrong.pdf").exists());
+    assert_eq!(listed(&wrong), false);
+    // The right one is checked with SHA-256 and sealed as it stands (a seal over a SHA-256 hash).
+    alice.ok(
+        &["download", &unsealed, "-o", "out-unsealed.pdf", "--seal"],
+        None,
     );
-    // It shares, and a doctor's fetch checks the descriptor's SHA-256.
-    let link = alice.share(&[&good], "doctor", &[])["link"]
+    assert_eq!(
+        std::fs::read(alice.dir().join("out-unsealed.pdf")).unwrap(),
+        body
+    );
+    assert_eq!(listed(&unsealed), true);
+    // Both share, and a doctor's fetch checks each body against the descriptor's SHA-256.
+    let link = alice.share(&[&sealed, &unsealed], "doctor", &[])["link"]
         .as_str()
         .unwrap()
         .to_owned();
     let fetched = doctor.json(&["fetch", &link, "-o", "in"], None);
-    let written = doctor.dir().join("in/old.pdf");
-    assert_eq!(std::fs::read(&written).unwrap(), body);
-    assert_eq!(
-        fetched["files"][0]["sha256"].as_str().unwrap(),
-        sha256_file(&written)
-    );
+    for name in ["sealed.pdf", "unsealed.pdf"] {
+        let written = doctor.dir().join("in").join(name);
+        assert_eq!(std::fs::read(&written).unwrap(), body, "{name}");
+        let listed = fetched["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(name));
+        assert_eq!(
+            listed.unwrap()["sha256"].as_str().unwrap(),
+            sha256_file(&written)
+        );
+    }
+    // A body changed after sharing fails that check: nothing is written.
+    let blob = server.data.join("blobs").join(&sealed);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let r = doctor.run(&["fetch", &link, "-o", "again"], None);
+    assert_eq!(r.code, 14, "{r:?}");
+    assert!(files_below(&doctor.dir().join("again")).is_empty());
     let rows = record_rows(&mut server);
     assert_eq!(
-        rows[&good].1["hash"].as_str().unwrap(),
-        legacy[0].1["sha256"].as_str().unwrap(),
+        rows[&unsealed].1["hash"].as_str().unwrap(),
+        legacy[1].1["sha256"].as_str().unwrap(),
         "the seal kept the SHA-256 hash"
     );
 }
