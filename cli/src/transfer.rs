@@ -1,27 +1,30 @@
 //! Streaming encryption and decryption of record bodies.
 //!
-//! Upload: file → age (on a blocking thread) → 256 KiB pieces through a bounded channel → hash and
-//! HTTP body, so reading and encrypting run on one core while hashing, the network and the server
-//! use the other, and no document is ever whole in memory. Download is the mirror image; the
-//! plaintext goes to a hidden temp file beside the destination ([`DurableWriter`], written
-//! behind so its fsync is short), and is renamed into place only after the ciphertext's size and
-//! hash ([`healthlock_common::body_hash`]) match what the patient signed and age has
-//! authenticated every chunk.
+//! Upload: the file is read a chunk at a time straight into 256 KiB pieces and each chunk is
+//! sealed where it lies ([`body_stream`]) on a blocking thread; the pieces go through a bounded
+//! channel to be hashed and sent as the HTTP body. Reading and encrypting run on one core while
+//! hashing, the network and the server use the other, and no document is ever whole in memory.
+//! Download is the mirror image: the ciphertext is hashed as it arrives, gathered into pieces of
+//! whole chunks and opened in place on one thread, and hashed and written from those same pieces
+//! on another. The plaintext goes to a hidden temp file beside the destination
+//! ([`DurableWriter`], written behind so its fsync is short), and is renamed into place only after
+//! the ciphertext's size and hash ([`healthlock_common::body_hash`]) match what the patient signed
+//! and every chunk has authenticated.
 
 use crate::client::Api;
 use crate::error::{CliError, integrity};
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use healthlock_common::body_hash::BodyHasher;
+use healthlock_common::body_stream::{self, CHUNK, FRAME, TAG};
 use healthlock_common::durable_write::DurableWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
-const CHUNK: usize = 64 * 1024;
 /// Pieces in flight between the crypto thread and the network: bounds memory at ~2.5 MiB.
 const IN_FLIGHT: usize = 8;
 
@@ -42,9 +45,11 @@ pub fn progress(show: bool, len: u64, label: &str) -> ProgressBar {
     pb
 }
 
-/// Bytes read from the file, and sent as one piece, at a time: a few age chunks per system call
-/// and per hand-over between threads.
-const READ: usize = 4 * CHUNK;
+/// Chunks per piece handed between a transfer's stages: a few chunks per system call and per
+/// hand-over between threads.
+const FRAMES: usize = 4;
+/// Bytes of a piece: [`FRAMES`] sealed chunks.
+const PIECE: usize = FRAMES * FRAME;
 
 /// Where buffers go back once their bytes are used; see [`Spares`].
 type Recycle = std::sync::mpsc::Sender<Vec<u8>>;
@@ -71,6 +76,109 @@ impl Spares {
             Err(_) => Vec::with_capacity(capacity),
         }
     }
+
+    /// A buffer of `len` bytes to read into: a used one keeps its old contents, so reusing it
+    /// costs nothing when it comes back whole, as all but a body's last piece do.
+    fn take_filled(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.0.try_recv().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+}
+
+/// A piece of a body: up to [`FRAMES`] chunks, chunk `i` at `i * FRAME`, and how many bytes of
+/// each are in use (sealed, on the way up; plaintext, on the way down).
+struct Framed {
+    buf: Vec<u8>,
+    lens: [usize; FRAMES],
+    count: usize,
+}
+
+impl Framed {
+    fn new(buf: Vec<u8>) -> Self {
+        Self {
+            buf,
+            lens: [0; FRAMES],
+            count: 0,
+        }
+    }
+
+    /// The chunks' bytes in use, in order.
+    fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.count).map(|i| &self.buf[i * FRAME..i * FRAME + self.lens[i]])
+    }
+
+    /// The buffer cut to its chunks, which lie end to end when each but the last is full (sealed
+    /// chunks do).
+    fn into_contiguous(mut self) -> Vec<u8> {
+        let end = self
+            .count
+            .checked_sub(1)
+            .map_or(0, |i| i * FRAME + self.lens[i]);
+        self.buf.truncate(end);
+        self.buf
+    }
+}
+
+/// Reads a body's chunks straight into pieces and has `finish` seal or open each one where it
+/// lies; no bytes are copied between the read and the send or write. Every read asks for `slot`
+/// bytes into a frame, and `finish` gets them followed by `room` more bytes (`CHUNK` and `TAG`
+/// to seal, `FRAME` and 0 to open) and returns the bytes of the frame then in use.
+///
+/// age marks a body's last chunk, and a full chunk is the last only if nothing follows it, so
+/// each full chunk waits until the next read: one that finds nothing makes it the last. A short
+/// read (the input ended) is the last chunk at once; an input with nothing at all is one empty
+/// last chunk, which sealing accepts (an empty file) and opening refuses (no chunks).
+fn walk_chunks(
+    spares: &Spares,
+    slot: usize,
+    room: usize,
+    mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
+    mut finish: impl FnMut(&mut [u8], bool) -> std::io::Result<usize>,
+    mut send: impl FnMut(Framed) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut piece = Framed::new(spares.take_filled(PIECE));
+    // A piece whose final chunk is the one waiting.
+    let mut full: Option<Framed> = None;
+    let mut waiting = false;
+    loop {
+        if piece.count == FRAMES {
+            let next = Framed::new(spares.take_filled(PIECE));
+            full = Some(std::mem::replace(&mut piece, next));
+        }
+        let at = piece.count * FRAME;
+        let n = read(&mut piece.buf[at..at + slot])?;
+        if waiting {
+            let last = n == 0;
+            let holder = full.as_mut().unwrap_or(&mut piece);
+            let i = holder.count - 1;
+            holder.lens[i] = finish(&mut holder.buf[i * FRAME..i * FRAME + slot + room], last)?;
+            if let Some(done) = full.take() {
+                send(done)?;
+            }
+            if last {
+                break;
+            }
+        }
+        let i = piece.count;
+        piece.count += 1;
+        if n < slot {
+            piece.lens[i] = finish(&mut piece.buf[at..at + n + room], true)?;
+            break;
+        }
+        waiting = true;
+    }
+    if piece.count > 0 {
+        send(piece)?;
+    }
+    Ok(())
+}
+
+/// Sends pieces into a channel from a blocking thread.
+fn send_piece<T>(tx: &mpsc::Sender<std::io::Result<T>>, piece: T) -> std::io::Result<()> {
+    tx.blocking_send(Ok(piece)).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the transfer was stopped")
+    })
 }
 
 /// A piece of an upload's body: its buffer goes back to the encrypting thread once the HTTP
@@ -92,45 +200,32 @@ impl Drop for Outgoing {
     }
 }
 
-/// An `io::Write` that sends pieces of [`READ`] bytes or more into a channel.
-struct ChannelWriter {
-    tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
-    buf: Vec<u8>,
-    spares: Spares,
-}
-
-impl ChannelWriter {
-    fn new(tx: mpsc::Sender<std::io::Result<Vec<u8>>>, spares: Spares) -> Self {
-        Self {
-            tx,
-            buf: spares.take(READ + CHUNK),
-            spares,
-        }
-    }
-
-    fn send_buf(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, self.spares.take(READ + CHUNK));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the transfer was stopped")
-        })
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= READ {
-            self.send_buf()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// Encrypts `src` to `recipient` as an age file into `tx`: the header, then pieces of chunks
+/// read straight from the file and sealed where they lie ([`body_stream::Sealer`]).
+fn seal_file(
+    src: &mut std::fs::File,
+    recipient: &age::x25519::Recipient,
+    tx: &mpsc::Sender<std::io::Result<Vec<u8>>>,
+    spares: &Spares,
+    pb: &ProgressBar,
+) -> std::io::Result<()> {
+    let (head, mut sealer) = body_stream::Sealer::start(recipient);
+    send_piece(tx, head)?;
+    walk_chunks(
+        spares,
+        CHUNK,
+        TAG,
+        |buf| {
+            let n = body_stream::read_full(src, buf)?;
+            pb.inc(n as u64);
+            Ok(n)
+        },
+        |frame, last| {
+            sealer.seal(frame, last).map_err(std::io::Error::other)?;
+            Ok(frame.len())
+        },
+        |piece| send_piece(tx, piece.into_contiguous()),
+    )
 }
 
 /// Encrypts `file` to `recipient` and streams the ciphertext as the body of `request`.
@@ -150,26 +245,8 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
     let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(IN_FLIGHT);
     let (recycle, spares) = Spares::new();
     let encrypt = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut sink = ChannelWriter::new(tx.clone(), spares);
-        let result: std::io::Result<()> = (|| {
-            let encryptor =
-                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                    .map_err(std::io::Error::other)?;
-            let mut w = encryptor.wrap_output(&mut sink)?;
-            let mut buf = vec![0u8; READ];
-            loop {
-                let n = src.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                w.write_all(&buf[..n])?;
-                pb.inc(n as u64);
-            }
-            w.finish()?;
-            sink.send_buf()?;
-            pb.finish_and_clear();
-            Ok(())
-        })();
+        let result = seal_file(&mut src, &recipient, &tx, &spares, &pb);
+        pb.finish_and_clear();
         if let Err(e) = &result {
             // Fail the HTTP body too, so the server sees an incomplete upload and keeps nothing.
             let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
@@ -305,23 +382,20 @@ pub async fn download_decrypted(
     // decrypts, another hashes the plaintext and writes it. Each stage's buffers come back to it
     // once the next stage has used them ([`Spares`]).
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
-    let (plain_tx, plain_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(IN_FLIGHT);
+    let (plain_tx, plain_rx) = mpsc::channel::<std::io::Result<Framed>>(IN_FLIGHT);
     let (cipher_recycle, cipher_spares) = Spares::new();
     let (plain_recycle, plain_spares) = Spares::new();
     let out_path = tmp.clone();
     let writer =
         tokio::task::spawn_blocking(move || write_plaintext(&out_path, plain_rx, plain_recycle));
-    let decrypt = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let reader = ChannelReader {
+    let decrypt = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut reader = ChannelReader {
             rx,
             cur: Vec::new(),
             pos: 0,
             recycle: cipher_recycle,
         };
-        let mut sink = ChannelWriter::new(plain_tx.clone(), plain_spares);
-        let result = healthlock_common::envelope::decrypt_into(reader, &identity, &mut sink)
-            .map_err(anyhow::Error::from)
-            .and_then(|size| Ok(sink.send_buf().map(|()| size)?));
+        let result = open_body(&mut reader, &identity, &plain_tx, &plain_spares);
         if let Err(e) = &result {
             // Tell the writer not to sync a file that is about to be removed.
             let _ = plain_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -413,11 +487,36 @@ pub async fn download_decrypted(
     })
 }
 
+/// Decrypts the age file arriving through `reader` into pieces for the writer: the header through
+/// the `age` crate, then each chunk gathered into a piece and opened where it lies
+/// ([`body_stream::Opener`]), so that the writer writes from the very buffer the bytes were
+/// gathered in.
+fn open_body(
+    reader: &mut ChannelReader,
+    identity: &age::x25519::Identity,
+    tx: &mpsc::Sender<std::io::Result<Framed>>,
+    spares: &Spares,
+) -> Result<()> {
+    let mut opener = body_stream::Opener::start(&mut *reader, identity)?;
+    walk_chunks(
+        spares,
+        FRAME,
+        0,
+        |buf| body_stream::read_full(reader, buf),
+        |frame, last| {
+            let plain = opener.open(frame, last).map_err(std::io::Error::other)?;
+            Ok(plain.len())
+        },
+        |piece| send_piece(tx, piece),
+    )?;
+    Ok(())
+}
+
 /// Hashes and writes the plaintext of a download into a new owner-only file at `path`, durably.
 /// `Ok(None)`: decryption failed upstream, and the unsynced file is left to be removed.
 fn write_plaintext(
     path: &Path,
-    mut rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    mut rx: mpsc::Receiver<std::io::Result<Framed>>,
     recycle: Recycle,
 ) -> Result<Option<(String, u64)>> {
     let mut opts = std::fs::OpenOptions::new();
@@ -436,11 +535,15 @@ fn write_plaintext(
     let mut size = 0u64;
     while let Some(piece) = rx.blocking_recv() {
         let Ok(piece) = piece else { return Ok(None) };
-        hasher.update(&piece);
-        out.write_all(&piece)
+        let mut slices = [std::io::IoSlice::new(&[]); FRAMES];
+        for (slice, chunk) in slices.iter_mut().zip(piece.chunks()) {
+            hasher.update(chunk);
+            size += chunk.len() as u64;
+            *slice = std::io::IoSlice::new(chunk);
+        }
+        out.write_all_vectored(&mut slices)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        size += piece.len() as u64;
-        let _ = recycle.send(piece);
+        let _ = recycle.send(piece.buf);
     }
     out.finish()
         .with_context(|| format!("cannot write {}", path.display()))?;

@@ -77,32 +77,15 @@ pub fn decrypt_stream(
     Ok((crate::encoding::hex(&out.1.finalize()), size))
 }
 
-/// [`decrypt_stream`] without the hash, for callers that hash the plaintext on another thread:
-/// the path every record body takes on its way to a file. Returns the plaintext size.
+/// [`decrypt_stream`] without the hash. Returns the plaintext size. The header goes through the
+/// `age` crate, the chunks through [`crate::body_stream`], as a record body's do.
 pub fn decrypt_into(
-    input: impl Read,
+    mut input: impl Read,
     identity: &age::x25519::Identity,
     mut output: impl Write,
 ) -> Result<u64, CryptoError> {
-    let decryptor = age::Decryptor::new(input).map_err(|e| CryptoError::Decrypt(e.to_string()))?;
-    let mut plain = decryptor
-        .decrypt(std::iter::once(identity as &dyn age::Identity))
-        .map_err(|e| CryptoError::Decrypt(e.to_string()))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = plain
-            .read(&mut buf)
-            .map_err(|e| CryptoError::Decrypt(e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        output
-            .write_all(&buf[..n])
-            .map_err(|e| CryptoError::Decrypt(format!("cannot write the plaintext: {e}")))?;
-        size += n as u64;
-    }
-    Ok(size)
+    let mut opener = crate::body_stream::Opener::start(&mut input, identity)?;
+    crate::body_stream::open_all(&mut opener, input, |plain| output.write_all(plain))
 }
 
 /// A record's own key `R`.

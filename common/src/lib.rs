@@ -19,6 +19,7 @@
 pub mod api;
 pub mod audit;
 pub mod body_hash;
+pub mod body_stream;
 pub mod descriptor;
 pub mod durable_write;
 pub mod encoding;

@@ -358,25 +358,35 @@ fn stored_bodies_and_envelopes_are_standard_age_files() {
     let alice = User::patient(&server, "alice");
     let content = b"%PDF-1.7 interoperability check";
     let id = alice.upload(&alice.file("doc.pdf", content), "lab", None);
+    // Exactly three of age's 64 KiB chunks: the last chunk is full, and flagged as the last.
+    let scan: Vec<u8> = (0..3 * 65_536u32).map(|i| (i % 253) as u8).collect();
+    let scan_id = alice.upload(&alice.file("scan.dcm", &scan), "imaging", None);
     let profile = alice.dir().join("config/healthlock/profiles/default");
     let keys: serde_json::Value =
         serde_json::from_slice(&std::fs::read(profile.join("keys.json")).unwrap()).unwrap();
     let session: serde_json::Value =
         serde_json::from_slice(&std::fs::read(profile.join("session.json")).unwrap()).unwrap();
-    let head = format!(
-        "GET /v1/records/{id} HTTP/1.1\r\nAuthorization: Bearer {}",
-        session["token"].as_str().unwrap()
+    // The record key from the vault's envelope, then the stored body with that key.
+    let stored_plaintext = |id: &str| {
+        let head = format!(
+            "GET /v1/records/{id} HTTP/1.1\r\nAuthorization: Bearer {}",
+            session["token"].as_str().unwrap()
+        );
+        let (status, body) = healthlock_tests::raw_http(&server.url, &head, b"");
+        assert_eq!(status, 200, "{body}");
+        let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let envelope = data_encoding::BASE64
+            .decode(info["envelope"].as_str().unwrap().as_bytes())
+            .unwrap();
+        let record_key = reference_decrypt(keys["age"].as_str().unwrap(), &envelope);
+        let blob = std::fs::read(server.data.join("blobs").join(id)).unwrap();
+        reference_decrypt(std::str::from_utf8(&record_key).unwrap(), &blob)
+    };
+    assert_eq!(stored_plaintext(&id), content);
+    assert!(
+        stored_plaintext(&scan_id) == scan,
+        "the reference decrypts a different scan"
     );
-    let (status, body) = healthlock_tests::raw_http(&server.url, &head, b"");
-    assert_eq!(status, 200, "{body}");
-    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let envelope = data_encoding::BASE64
-        .decode(info["envelope"].as_str().unwrap().as_bytes())
-        .unwrap();
-    let record_key = reference_decrypt(keys["age"].as_str().unwrap(), &envelope);
-    let blob = std::fs::read(server.data.join("blobs").join(&id)).unwrap();
-    let plain = reference_decrypt(std::str::from_utf8(&record_key).unwrap(), &blob);
-    assert_eq!(plain, content);
 }
 
 #[test]
