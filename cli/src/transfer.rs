@@ -16,7 +16,7 @@ use crate::error::{CliError, integrity};
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use healthlock_common::body_hash::BodyHasher;
-use healthlock_common::body_stream::{self, CHUNK, FRAME, TAG};
+use healthlock_common::body_stream::{self, FRAMES, Piece};
 use healthlock_common::durable_write::DurableWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
+use zeroize::Zeroize;
 
 /// Pieces in flight between the crypto thread and the network: bounds memory at ~2.5 MiB.
 const IN_FLIGHT: usize = 8;
@@ -44,12 +45,6 @@ pub fn progress(show: bool, len: u64, label: &str) -> ProgressBar {
     pb.set_message(label.to_owned());
     pb
 }
-
-/// Chunks per piece handed between a transfer's stages: a few chunks per system call and per
-/// hand-over between threads.
-const FRAMES: usize = 4;
-/// Bytes of a piece: [`FRAMES`] sealed chunks.
-const PIECE: usize = FRAMES * FRAME;
 
 /// Where buffers go back once their bytes are used; see [`Spares`].
 type Recycle = std::sync::mpsc::Sender<Vec<u8>>;
@@ -77,101 +72,29 @@ impl Spares {
         }
     }
 
-    /// A buffer of `len` bytes to read into: a used one keeps its old contents, so reusing it
-    /// costs nothing when it comes back whole, as all but a body's last piece do.
-    fn take_filled(&self, len: usize) -> Vec<u8> {
-        let mut buf = self.0.try_recv().unwrap_or_default();
-        buf.resize(len, 0);
-        buf
+    /// A used buffer as it came back, contents and all, or else an empty one: for
+    /// [`body_stream`]'s pieces, which size their buffers without clearing them.
+    fn take_any(&self) -> Vec<u8> {
+        self.0.try_recv().unwrap_or_default()
+    }
+
+    /// Hands a buffer back, or wipes it if the stage it goes back to has ended: a download's
+    /// pieces hold plaintext.
+    fn give_back(recycle: &Recycle, buf: Vec<u8>) {
+        if let Err(std::sync::mpsc::SendError(mut buf)) = recycle.send(buf) {
+            buf.zeroize();
+        }
     }
 }
 
-/// A piece of a body: up to [`FRAMES`] chunks, chunk `i` at `i * FRAME`, and how many bytes of
-/// each are in use (sealed, on the way up; plaintext, on the way down).
-struct Framed {
-    buf: Vec<u8>,
-    lens: [usize; FRAMES],
-    count: usize,
-}
-
-impl Framed {
-    fn new(buf: Vec<u8>) -> Self {
-        Self {
-            buf,
-            lens: [0; FRAMES],
-            count: 0,
+/// Wipes the buffers that came back and were not used again, as the age crate wiped each
+/// decrypted chunk.
+impl Drop for Spares {
+    fn drop(&mut self) {
+        while let Ok(mut buf) = self.0.try_recv() {
+            buf.zeroize();
         }
     }
-
-    /// The chunks' bytes in use, in order.
-    fn chunks(&self) -> impl Iterator<Item = &[u8]> {
-        (0..self.count).map(|i| &self.buf[i * FRAME..i * FRAME + self.lens[i]])
-    }
-
-    /// The buffer cut to its chunks, which lie end to end when each but the last is full (sealed
-    /// chunks do).
-    fn into_contiguous(mut self) -> Vec<u8> {
-        let end = self
-            .count
-            .checked_sub(1)
-            .map_or(0, |i| i * FRAME + self.lens[i]);
-        self.buf.truncate(end);
-        self.buf
-    }
-}
-
-/// Reads a body's chunks straight into pieces and has `finish` seal or open each one where it
-/// lies; no bytes are copied between the read and the send or write. Every read asks for `slot`
-/// bytes into a frame, and `finish` gets them followed by `room` more bytes (`CHUNK` and `TAG`
-/// to seal, `FRAME` and 0 to open) and returns the bytes of the frame then in use.
-///
-/// age marks a body's last chunk, and a full chunk is the last only if nothing follows it, so
-/// each full chunk waits until the next read: one that finds nothing makes it the last. A short
-/// read (the input ended) is the last chunk at once; an input with nothing at all is one empty
-/// last chunk, which sealing accepts (an empty file) and opening refuses (no chunks).
-fn walk_chunks(
-    spares: &Spares,
-    slot: usize,
-    room: usize,
-    mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
-    mut finish: impl FnMut(&mut [u8], bool) -> std::io::Result<usize>,
-    mut send: impl FnMut(Framed) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let mut piece = Framed::new(spares.take_filled(PIECE));
-    // A piece whose final chunk is the one waiting.
-    let mut full: Option<Framed> = None;
-    let mut waiting = false;
-    loop {
-        if piece.count == FRAMES {
-            let next = Framed::new(spares.take_filled(PIECE));
-            full = Some(std::mem::replace(&mut piece, next));
-        }
-        let at = piece.count * FRAME;
-        let n = read(&mut piece.buf[at..at + slot])?;
-        if waiting {
-            let last = n == 0;
-            let holder = full.as_mut().unwrap_or(&mut piece);
-            let i = holder.count - 1;
-            holder.lens[i] = finish(&mut holder.buf[i * FRAME..i * FRAME + slot + room], last)?;
-            if let Some(done) = full.take() {
-                send(done)?;
-            }
-            if last {
-                break;
-            }
-        }
-        let i = piece.count;
-        piece.count += 1;
-        if n < slot {
-            piece.lens[i] = finish(&mut piece.buf[at..at + n + room], true)?;
-            break;
-        }
-        waiting = true;
-    }
-    if piece.count > 0 {
-        send(piece)?;
-    }
-    Ok(())
 }
 
 /// Sends pieces into a channel from a blocking thread.
@@ -209,22 +132,16 @@ fn seal_file(
     spares: &Spares,
     pb: &ProgressBar,
 ) -> std::io::Result<()> {
-    let (head, mut sealer) = body_stream::Sealer::start(recipient);
+    let (head, mut sealer) = body_stream::Sealer::start(recipient)?;
     send_piece(tx, head)?;
-    walk_chunks(
-        spares,
-        CHUNK,
-        TAG,
+    sealer.seal_pieces(
         |buf| {
             let n = body_stream::read_full(src, buf)?;
             pb.inc(n as u64);
             Ok(n)
         },
-        |frame, last| {
-            sealer.seal(frame, last).map_err(std::io::Error::other)?;
-            Ok(frame.len())
-        },
-        |piece| send_piece(tx, piece.into_contiguous()),
+        || spares.take_any(),
+        |piece| send_piece(tx, piece.into_sealed()),
     )
 }
 
@@ -378,16 +295,18 @@ pub async fn download_decrypted(
     let mut hasher = BodyHasher::like(&expected.hash)
         .map_err(|_| integrity("the record's hash is malformed, so its body cannot be checked"))?;
     let resp = api.send(api.request(Method::GET, path)).await?;
-    // Three stages, so both cores work: this task receives and hashes the ciphertext, one thread
-    // decrypts, another hashes the plaintext and writes it. Each stage's buffers come back to it
+    // Four stages, so both cores work: this task receives and hashes the ciphertext, one thread
+    // decrypts, one hashes the plaintext, one writes it. Each stage's buffers come back to it
     // once the next stage has used them ([`Spares`]).
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
-    let (plain_tx, plain_rx) = mpsc::channel::<std::io::Result<Framed>>(IN_FLIGHT);
+    let (plain_tx, plain_rx) = mpsc::channel::<std::io::Result<Piece>>(IN_FLIGHT);
+    let (hashed_tx, hashed_rx) = mpsc::channel::<std::io::Result<Piece>>(IN_FLIGHT);
     let (cipher_recycle, cipher_spares) = Spares::new();
     let (plain_recycle, plain_spares) = Spares::new();
     let out_path = tmp.clone();
     let writer =
-        tokio::task::spawn_blocking(move || write_plaintext(&out_path, plain_rx, plain_recycle));
+        tokio::task::spawn_blocking(move || write_plaintext(&out_path, hashed_rx, plain_recycle));
+    let plain_hash = tokio::task::spawn_blocking(move || hash_plaintext(plain_rx, hashed_tx));
     let decrypt = tokio::task::spawn_blocking(move || -> Result<()> {
         let mut reader = ChannelReader {
             rx,
@@ -430,15 +349,15 @@ pub async fn download_decrypted(
         }
     }
     drop(tx);
-    let (decrypted, written) = (decrypt.await, writer.await);
+    let (decrypted, hashed, written) = (decrypt.await, plain_hash.await, writer.await);
     pb.finish_and_clear();
     let cleanup = || {
         let _ = std::fs::remove_file(&tmp);
     };
     // A stage that panicked still leaves no plaintext behind.
-    let (decrypted, written) = match (decrypted, written) {
-        (Ok(d), Ok(w)) => (d, w),
-        (Err(e), _) | (_, Err(e)) => {
+    let (decrypted, hashed, written) = match (decrypted, hashed, written) {
+        (Ok(d), Ok(h), Ok(w)) => (d, h, w),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             cleanup();
             return Err(e.into());
         }
@@ -449,7 +368,8 @@ pub async fn download_decrypted(
     }
     // A write failure (a full disk, say) is the reason, even though decryption stopped too.
     let plaintext = match written {
-        Ok(done) => done,
+        Ok(true) => hashed,
+        Ok(false) => None,
         Err(e) => {
             cleanup();
             return Err(e);
@@ -494,31 +414,51 @@ pub async fn download_decrypted(
 fn open_body(
     reader: &mut ChannelReader,
     identity: &age::x25519::Identity,
-    tx: &mpsc::Sender<std::io::Result<Framed>>,
+    tx: &mpsc::Sender<std::io::Result<Piece>>,
     spares: &Spares,
 ) -> Result<()> {
     let mut opener = body_stream::Opener::start(&mut *reader, identity)?;
-    walk_chunks(
-        spares,
-        FRAME,
-        0,
+    opener.open_pieces(
         |buf| body_stream::read_full(reader, buf),
-        |frame, last| {
-            let plain = opener.open(frame, last).map_err(std::io::Error::other)?;
-            Ok(plain.len())
-        },
+        || spares.take_any(),
         |piece| send_piece(tx, piece),
     )?;
     Ok(())
 }
 
-/// Hashes and writes the plaintext of a download into a new owner-only file at `path`, durably.
-/// `Ok(None)`: decryption failed upstream, and the unsynced file is left to be removed.
+/// Hashes a download's plaintext on its way to the writer: SHA-256 is the largest single cost of a
+/// fetch, as long as decrypting and writing together, so it has a thread of its own. Returns the
+/// hash (hex) and size, or `None` if a stage before or after stopped.
+fn hash_plaintext(
+    mut rx: mpsc::Receiver<std::io::Result<Piece>>,
+    tx: mpsc::Sender<std::io::Result<Piece>>,
+) -> Option<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(piece) = rx.blocking_recv() {
+        let piece = match piece {
+            Ok(piece) => piece,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return None;
+            }
+        };
+        for chunk in piece.chunks() {
+            hasher.update(chunk);
+            size += chunk.len() as u64;
+        }
+        tx.blocking_send(Ok(piece)).ok()?;
+    }
+    Some((healthlock_common::encoding::hex(&hasher.finalize()), size))
+}
+
+/// Writes the plaintext of a download into a new owner-only file at `path`, durably. `Ok(false)`:
+/// decryption failed upstream, and the unsynced file is left to be removed.
 fn write_plaintext(
     path: &Path,
-    mut rx: mpsc::Receiver<std::io::Result<Framed>>,
+    mut rx: mpsc::Receiver<std::io::Result<Piece>>,
     recycle: Recycle,
-) -> Result<Option<(String, u64)>> {
+) -> Result<bool> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -531,24 +471,17 @@ fn write_plaintext(
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let mut out = DurableWriter::new(file);
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
     while let Some(piece) = rx.blocking_recv() {
-        let Ok(piece) = piece else { return Ok(None) };
+        let Ok(piece) = piece else { return Ok(false) };
         let mut slices = [std::io::IoSlice::new(&[]); FRAMES];
         for (slice, chunk) in slices.iter_mut().zip(piece.chunks()) {
-            hasher.update(chunk);
-            size += chunk.len() as u64;
             *slice = std::io::IoSlice::new(chunk);
         }
         out.write_all_vectored(&mut slices)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        let _ = recycle.send(piece.buf);
+        Spares::give_back(&recycle, piece.into_buffer());
     }
     out.finish()
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(Some((
-        healthlock_common::encoding::hex(&hasher.finalize()),
-        size,
-    )))
+    Ok(true)
 }

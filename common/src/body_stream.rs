@@ -39,6 +39,10 @@ pub const TAG: usize = 16;
 pub const FRAME: usize = CHUNK + TAG;
 /// Bytes of the nonce that ends the header.
 const NONCE: usize = 16;
+/// Chunks per [`Piece`]: a few chunks per system call and per hand-over between threads.
+pub const FRAMES: usize = 4;
+/// Bytes of a [`Piece`]'s buffer: [`FRAMES`] sealed chunks.
+pub const PIECE: usize = FRAMES * FRAME;
 
 /// The file key, as the `age` crate hands it to the wrapped recipient or identity: it makes the
 /// key (to encrypt) and checks the header's MAC with it (to decrypt), but keeps the payload key it
@@ -136,32 +140,24 @@ pub struct Sealer {
 impl Sealer {
     /// Starts an age file to `recipient`. Returns its header (with the nonce), which goes first,
     /// and the sealer for the chunks that follow it.
-    pub fn start(recipient: &age::x25519::Recipient) -> (Vec<u8>, Self) {
+    pub fn start(recipient: &age::x25519::Recipient) -> Result<(Vec<u8>, Self), CryptoError> {
         let keep = KeepFileKey::new(recipient);
         let mut head = Vec::with_capacity(256);
         // The crate writes the header and the nonce as it wraps the output; the stream writer it
-        // returns is dropped unused, and the chunks are sealed below instead.
+        // returns is dropped unused (it writes nothing then), and the chunks are sealed below.
         age::Encryptor::with_recipients(std::iter::once(&keep as &dyn age::Recipient))
             .and_then(|e| e.wrap_output(&mut head).map_err(age::EncryptError::from))
-            .map(drop)
-            .expect("one X25519 recipient, written to memory, is always accepted");
+            .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+        let nonce = header_nonce(&head)?;
         let file_key = keep
             .take()
-            .expect("the recipient was asked to wrap the file key");
-        let nonce: [u8; NONCE] = head[head.len() - NONCE..]
-            .try_into()
-            .expect("the header ends with the nonce");
+            .ok_or_else(|| CryptoError::Encrypt("the file key was never wrapped".into()))?;
         let key = payload_key(&file_key, &nonce);
-        (
-            head,
-            Self {
-                key,
-                at: Counter {
-                    next: 0,
-                    done: false,
-                },
-            },
-        )
+        let at = Counter {
+            next: 0,
+            done: false,
+        };
+        Ok((head, Self { key, at }))
     }
 
     /// Seals the next chunk. `frame` holds its plaintext followed by [`TAG`] bytes of room for
@@ -191,6 +187,26 @@ impl Sealer {
     /// Whether the last chunk has been sealed.
     pub fn finished(&self) -> bool {
         self.at.done
+    }
+}
+
+/// The nonce at the end of a header the age crate wrote, once the header is seen to end as the
+/// format says: its MAC line (`--- ` and 43 characters of base64), then the nonce. A later crate
+/// that wrote anything else there would otherwise have bodies sealed under a wrong key, uploaded
+/// and signed, and unreadable ever after; the version is pinned too (Cargo.toml).
+fn header_nonce(head: &[u8]) -> Result<[u8; NONCE], CryptoError> {
+    const MAC_LINE: usize = 4 + 43 + 1;
+    let (header, nonce) = head.split_at(head.len().saturating_sub(NONCE));
+    let mac_line = &header[header.len().saturating_sub(MAC_LINE)..];
+    let framed = mac_line.len() == MAC_LINE
+        && mac_line.starts_with(b"--- ")
+        && mac_line.ends_with(b"\n")
+        && header[..header.len() - MAC_LINE].ends_with(b"\n");
+    match nonce.try_into() {
+        Ok(nonce) if framed => Ok(nonce),
+        _ => Err(CryptoError::Encrypt(
+            "the age crate wrote a header of an unexpected shape".into(),
+        )),
     }
 }
 
@@ -288,37 +304,164 @@ pub fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize
     Ok(filled)
 }
 
+/// A piece of a body on its way between a transfer's stages: up to [`FRAMES`] chunks, chunk `i`
+/// at `i * FRAME` of the buffer, and how many bytes of each are in use (sealed, on the way up;
+/// plaintext, on the way down).
+pub struct Piece {
+    buf: Vec<u8>,
+    lens: [usize; FRAMES],
+    count: usize,
+}
+
+impl Piece {
+    fn new(mut buf: Vec<u8>) -> Self {
+        buf.resize(PIECE, 0);
+        Self {
+            buf,
+            lens: [0; FRAMES],
+            count: 0,
+        }
+    }
+
+    /// The chunks' bytes in use, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.count).map(|i| &self.buf[i * FRAME..i * FRAME + self.lens[i]])
+    }
+
+    /// The buffer cut to its sealed chunks, which lie end to end (each but a body's last is a
+    /// whole [`FRAME`]).
+    pub fn into_sealed(mut self) -> Vec<u8> {
+        let end = self
+            .count
+            .checked_sub(1)
+            .map_or(0, |i| i * FRAME + self.lens[i]);
+        self.buf.truncate(end);
+        self.buf
+    }
+
+    /// The buffer, to be used again.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Reads a body's chunks straight into pieces and has `finish` seal or open each one where it
+/// lies, so no bytes are copied between the read and the send or write. Every read asks for
+/// `slot` bytes into a frame, and `finish` gets them followed by `room` more bytes ([`CHUNK`] and
+/// [`TAG`] to seal, [`FRAME`] and 0 to open) and returns the bytes of the frame then in use.
+/// `buffers` gives each new piece its buffer (a used one is fine: it is resized, not cleared).
+///
+/// age marks a body's last chunk, and a full chunk is the last only if nothing follows it, so
+/// each full chunk waits until the next read: one that finds nothing makes it the last. A short
+/// read (the input ended) is the last chunk at once, and nothing more is read; an input with
+/// nothing at all is one empty last chunk, which sealing accepts (an empty file) and opening
+/// refuses (no chunks).
+fn walk_chunks<E>(
+    slot: usize,
+    room: usize,
+    mut read: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    mut buffers: impl FnMut() -> Vec<u8>,
+    mut finish: impl FnMut(&mut [u8], bool) -> Result<usize, E>,
+    mut send: impl FnMut(Piece) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut piece = Piece::new(buffers());
+    // A piece whose final chunk is the one waiting.
+    let mut full: Option<Piece> = None;
+    let mut waiting = false;
+    loop {
+        if piece.count == FRAMES {
+            full = Some(std::mem::replace(&mut piece, Piece::new(buffers())));
+        }
+        let at = piece.count * FRAME;
+        let n = read(&mut piece.buf[at..at + slot])?;
+        if waiting {
+            let last = n == 0;
+            let holder = full.as_mut().unwrap_or(&mut piece);
+            let i = holder.count - 1;
+            holder.lens[i] = finish(&mut holder.buf[i * FRAME..i * FRAME + slot + room], last)?;
+            if let Some(done) = full.take() {
+                send(done)?;
+            }
+            if last {
+                break;
+            }
+        }
+        let i = piece.count;
+        piece.count += 1;
+        if n < slot {
+            piece.lens[i] = finish(&mut piece.buf[at..at + n + room], true)?;
+            break;
+        }
+        waiting = true;
+    }
+    if piece.count > 0 {
+        send(piece)?;
+    }
+    Ok(())
+}
+
+impl Sealer {
+    /// Reads a body's plaintext with `read` (which fills what it is given unless the input ends,
+    /// as [`read_full`] does) a chunk at a time, straight into pieces from `buffers`, and seals
+    /// each chunk where it lies; `send` gets each piece once all its chunks are sealed
+    /// ([`Piece::into_sealed`] is the bytes that follow the header). Ends with the last chunk.
+    pub fn seal_pieces<E: From<CryptoError>>(
+        &mut self,
+        read: impl FnMut(&mut [u8]) -> Result<usize, E>,
+        buffers: impl FnMut() -> Vec<u8>,
+        send: impl FnMut(Piece) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let finish = |frame: &mut [u8], last| {
+            self.seal(frame, last)?;
+            Ok(frame.len())
+        };
+        walk_chunks(CHUNK, TAG, read, buffers, finish, send)
+    }
+}
+
+impl Opener {
+    /// Reads the chunks that follow the header with `read` (which fills what it is given unless
+    /// the input ends, as [`read_full`] does), gathering them into pieces from `buffers`, and
+    /// opens each chunk where it lies; `send` gets each piece once all its chunks have
+    /// authenticated ([`Piece::chunks`] is their plaintext). Fails unless the input ends exactly
+    /// after the last chunk; a failing chunk's piece is never sent.
+    pub fn open_pieces<E: From<CryptoError>>(
+        &mut self,
+        read: impl FnMut(&mut [u8]) -> Result<usize, E>,
+        buffers: impl FnMut() -> Vec<u8>,
+        send: impl FnMut(Piece) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let finish = |frame: &mut [u8], last| Ok(self.open(frame, last)?.len());
+        walk_chunks(FRAME, 0, read, buffers, finish, send)?;
+        if !self.finished() {
+            return Err(CryptoError::Decrypt("the body ends before its last chunk".into()).into());
+        }
+        Ok(())
+    }
+}
+
 /// Decrypts the chunks that follow an [`Opener`]'s header in `input`, handing each plaintext
-/// to `each` once it has authenticated, and fails unless the stream ends exactly after its
-/// last chunk. A chunk is known to be the last only when nothing follows it, so each is held
-/// until the next one's first bytes are in.
+/// to `each` once it has authenticated ([`Opener::open_pieces`]). Returns the plaintext size.
 pub fn open_all(
     opener: &mut Opener,
     mut input: impl Read,
     mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, CryptoError> {
-    let io = |e: std::io::Error| CryptoError::Decrypt(e.to_string());
-    let mut held = vec![0u8; FRAME];
-    let mut next = vec![0u8; FRAME];
-    let mut held_len = read_full(&mut input, &mut held).map_err(io)?;
     let mut size = 0u64;
-    loop {
-        let next_len = if held_len == FRAME {
-            read_full(&mut input, &mut next).map_err(io)?
-        } else {
-            0
-        };
-        let last = next_len == 0;
-        let plain = opener.open(&mut held[..held_len], last)?;
-        each(plain)
-            .map_err(|e| CryptoError::Decrypt(format!("cannot write the plaintext: {e}")))?;
-        size += plain.len() as u64;
-        if last {
-            return Ok(size);
-        }
-        std::mem::swap(&mut held, &mut next);
-        held_len = next_len;
-    }
+    opener.open_pieces(
+        |buf| read_full(&mut input, buf).map_err(|e| CryptoError::Decrypt(e.to_string())),
+        Vec::new,
+        |piece| {
+            for plain in piece.chunks() {
+                each(plain).map_err(|e| {
+                    CryptoError::Decrypt(format!("cannot write the plaintext: {e}"))
+                })?;
+                size += plain.len() as u64;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -327,7 +470,7 @@ mod tests {
 
     /// Seals `data` as an age file with [`Sealer`], a chunk at a time.
     fn seal_all(recipient: &age::x25519::Recipient, data: &[u8]) -> Vec<u8> {
-        let (mut out, mut sealer) = Sealer::start(recipient);
+        let (mut out, mut sealer) = Sealer::start(recipient).unwrap();
         let mut chunks = data.chunks(CHUNK).peekable();
         if chunks.peek().is_none() {
             let mut frame = [0u8; TAG];
@@ -416,19 +559,29 @@ mod tests {
     }
 
     #[test]
-    fn every_truncation_and_extension_is_refused() {
+    fn truncations_and_extensions_are_refused() {
         let id = age::x25519::Identity::generate();
         for len in [0, CHUNK, 2 * CHUNK + 5] {
             let file = seal_all(&id.to_public(), &pattern(len));
-            for cut in 0..file.len() {
-                // Every length short of the whole: in the header, the nonce, or any chunk.
-                if cut % 997 == 0 || file.len() - cut <= FRAME + 2 || cut < 300 {
-                    assert!(
-                        open_with_module(&id, &file[..cut]).is_err(),
-                        "{len}: cut at {cut} of {} accepted",
-                        file.len()
-                    );
-                }
+            let payload = file.len() - (len + len.div_ceil(CHUNK).max(1) * TAG);
+            // Every length in the header and nonce; around each chunk's start, tag and end; and
+            // a sample of the rest (each payload cut costs an X25519 unwrap, slow in debug).
+            let around = |at: usize| at.saturating_sub(2)..at + 3;
+            let cuts = (0..payload)
+                .chain((payload..file.len()).step_by(4099))
+                .chain((payload..file.len()).step_by(FRAME).flat_map(|at| {
+                    around(at)
+                        .chain(around(at + CHUNK))
+                        .chain(around(at + FRAME))
+                }))
+                .chain(around(file.len() - TAG))
+                .filter(|&cut| cut < file.len());
+            for cut in cuts {
+                assert!(
+                    open_with_module(&id, &file[..cut]).is_err(),
+                    "{len}: cut at {cut} of {} accepted",
+                    file.len()
+                );
             }
             for extra in [&[0u8][..], &[0u8; TAG][..], &[1u8; FRAME][..]] {
                 let mut longer = file.clone();
@@ -465,10 +618,89 @@ mod tests {
         assert!(open_with_module(&other, &file).is_err());
     }
 
+    /// A reader that returns a different number of bytes each time, 1 to 70,000.
+    struct Jitter<'a>(&'a [u8], u64);
+
+    impl Read for Jitter<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.1 = self
+                .1
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let n = ((self.1 >> 33) as usize % 70_000 + 1)
+                .min(out.len())
+                .min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn pieces_round_trip_through_the_age_crate_with_reads_of_any_size() {
+        let id = age::x25519::Identity::generate();
+        for len in SIZES
+            .into_iter()
+            .chain([4 * CHUNK, 4 * CHUNK + 1, 9 * CHUNK - 1])
+        {
+            let data = pattern(len);
+            let (mut file, mut sealer) = Sealer::start(&id.to_public()).unwrap();
+            let mut src = Jitter(&data, len as u64);
+            sealer
+                .seal_pieces::<CryptoError>(
+                    |buf| Ok(read_full(&mut src, buf).unwrap()),
+                    Vec::new,
+                    |piece| {
+                        file.extend_from_slice(&piece.into_sealed());
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            assert!(sealer.finished());
+            assert_eq!(
+                open_with_age(&id, &file).unwrap(),
+                data,
+                "{len}: age reads it"
+            );
+            let mut input = Jitter(&file, 7);
+            let mut opener = Opener::start(&mut input, &id).unwrap();
+            let mut back = Vec::new();
+            let mut pieces = 0;
+            opener
+                .open_pieces::<CryptoError>(
+                    |buf| Ok(read_full(&mut input, buf).unwrap()),
+                    Vec::new,
+                    |piece| {
+                        pieces += 1;
+                        piece.chunks().for_each(|c| back.extend_from_slice(c));
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            assert!(back == data, "{len}: read back differently");
+            assert_eq!(pieces, len.div_ceil(PIECE - FRAMES * TAG).max(1), "{len}");
+        }
+    }
+
+    #[test]
+    fn a_header_of_another_shape_is_refused_before_anything_is_sealed() {
+        let id = age::x25519::Identity::generate();
+        let (head, _) = Sealer::start(&id.to_public()).unwrap();
+        assert!(header_nonce(&head).is_ok());
+        let mut later = head.clone();
+        later.extend_from_slice(b"extra");
+        assert!(header_nonce(&later).is_err(), "bytes after the nonce");
+        let mut shorter = head.clone();
+        shorter.remove(head.len() - 20);
+        assert!(header_nonce(&shorter).is_err(), "a short MAC line");
+        assert!(header_nonce(&head[..10]).is_err());
+        assert!(header_nonce(&[]).is_err());
+    }
+
     #[test]
     fn the_sealer_refuses_chunks_of_the_wrong_shape() {
         let id = age::x25519::Identity::generate();
-        let (_, mut sealer) = Sealer::start(&id.to_public());
+        let (_, mut sealer) = Sealer::start(&id.to_public()).unwrap();
         assert!(
             sealer.seal(&mut [0u8; 10], false).is_err(),
             "no room for a tag"
