@@ -16,12 +16,11 @@ use crate::error::{CliError, integrity};
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use healthlock_common::body_hash::BodyHasher;
-use healthlock_common::body_stream::{self, FRAMES, Piece};
+use healthlock_common::body_stream::{self, FRAMES, PIECE, Piece};
 use healthlock_common::durable_write::DurableWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 use zeroize::Zeroize;
@@ -215,33 +214,6 @@ pub async fn upload_encrypted<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// An `io::Read` over pieces arriving from a channel, each buffer handed back once read.
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-    recycle: Recycle,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => {
-                    let _ = self.recycle.send(std::mem::replace(&mut self.cur, chunk));
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let cur = &self.cur;
-        let n = out.len().min(cur.len() - self.pos);
-        out[..n].copy_from_slice(&cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 /// The ciphertext an upload sent.
 pub struct Sent {
     /// Its hash ([`healthlock_common::body_hash`]).
@@ -298,23 +270,18 @@ pub async fn download_decrypted(
     // Four stages, so both cores work: this task receives and hashes the ciphertext, one thread
     // decrypts, one hashes the plaintext, one writes it. Each stage's buffers come back to it
     // once the next stage has used them ([`Spares`]).
-    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    let (tx, mut rx) = mpsc::channel(IN_FLIGHT);
     let (plain_tx, plain_rx) = mpsc::channel::<std::io::Result<Piece>>(IN_FLIGHT);
     let (hashed_tx, hashed_rx) = mpsc::channel::<std::io::Result<Piece>>(IN_FLIGHT);
-    let (cipher_recycle, cipher_spares) = Spares::new();
-    let (plain_recycle, plain_spares) = Spares::new();
+    // A run's buffer goes from this task to the decrypting thread, is opened in place, hashed and
+    // written, and comes back here.
+    let (recycle, spares) = Spares::new();
     let out_path = tmp.clone();
     let writer =
-        tokio::task::spawn_blocking(move || write_plaintext(&out_path, hashed_rx, plain_recycle));
+        tokio::task::spawn_blocking(move || write_plaintext(&out_path, hashed_rx, recycle));
     let plain_hash = tokio::task::spawn_blocking(move || hash_plaintext(plain_rx, hashed_tx));
     let decrypt = tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut reader = ChannelReader {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            recycle: cipher_recycle,
-        };
-        let result = open_body(&mut reader, &identity, &plain_tx, &plain_spares);
+        let result = open_body(&mut rx, &identity, &plain_tx);
         if let Err(e) = &result {
             // Tell the writer not to sync a file that is about to be removed.
             let _ = plain_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -325,7 +292,12 @@ pub async fn download_decrypted(
     let mut received = 0u64;
     let mut stream = resp.bytes_stream();
     let mut network_error = None;
-    while let Some(chunk) = stream.next().await {
+    let mut gather = Gather {
+        head: Some(Vec::new()),
+        run: spares.take(PIECE),
+    };
+    let mut ready = Vec::new();
+    'receive: while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -339,13 +311,20 @@ pub async fn download_decrypted(
         }
         hasher.update(&chunk);
         pb.inc(chunk.len() as u64);
-        // Copied out, so the HTTP client's buffer is free again at its next read: holding its
-        // pieces while they wait to be decrypted made it allocate fresh memory for every read.
-        let mut piece = cipher_spares.take(chunk.len());
-        piece.extend_from_slice(&chunk);
+        gather.push(&chunk, &spares, &mut ready);
         drop(chunk);
-        if tx.send(piece).await.is_err() {
-            break;
+        for run in ready.drain(..) {
+            if tx.send(run).await.is_err() {
+                break 'receive;
+            }
+        }
+    }
+    if network_error.is_none() {
+        gather.finish(&mut ready);
+        for run in ready.drain(..) {
+            if tx.send(run).await.is_err() {
+                break;
+            }
         }
     }
     drop(tx);
@@ -407,22 +386,89 @@ pub async fn download_decrypted(
     })
 }
 
-/// Decrypts the age file arriving through `reader` into pieces for the writer: the header through
-/// the `age` crate, then each chunk gathered into a piece and opened where it lies
-/// ([`body_stream::Opener`]), so that the writer writes from the very buffer the bytes were
+/// Cuts a download's ciphertext, as it arrives, into its header and runs of [`PIECE`] bytes for
+/// the decrypting thread ([`body_stream::Unsealer`]), which opens each run's chunks where they
+/// lie. Copying the bytes out of the HTTP client's buffer here is the only copy before the
+/// plaintext is written; it also frees that buffer for the client's next read (holding the
+/// client's pieces while they waited to be decrypted made it allocate fresh memory for every
+/// read).
+struct Gather {
+    /// The header so far, until [`body_stream::header_len`] finds its end.
+    head: Option<Vec<u8>>,
+    run: Vec<u8>,
+}
+
+/// More header than any body HealthLock writes (one stanza) could have: the bytes are not one.
+const MAX_HEADER: usize = 64 * 1024;
+
+impl Gather {
+    /// Takes the next bytes; what is ready to send goes to `ready`, in order.
+    fn push(&mut self, mut bytes: &[u8], spares: &Spares, ready: &mut Vec<Vec<u8>>) {
+        if let Some(head) = &mut self.head {
+            let before = head.len();
+            head.extend_from_slice(bytes);
+            match body_stream::header_len(&head[..head.len().min(MAX_HEADER)]) {
+                Some(end) if end > before => {
+                    head.truncate(end);
+                    bytes = &bytes[end - before..];
+                    ready.extend(self.head.take());
+                }
+                // No header end in the first MAX_HEADER bytes: the decrypting thread refuses it.
+                _ if head.len() > MAX_HEADER => {
+                    ready.extend(self.head.take());
+                    return;
+                }
+                _ => return,
+            }
+        }
+        while !bytes.is_empty() {
+            let n = (PIECE - self.run.len()).min(bytes.len());
+            self.run.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.run.len() == PIECE {
+                ready.push(std::mem::replace(&mut self.run, spares.take(PIECE)));
+            }
+        }
+    }
+
+    /// The body has ended: an unfinished header (for the decrypting thread to refuse), or the
+    /// last run, shorter than the others (none if the payload ended with a whole run).
+    fn finish(self, ready: &mut Vec<Vec<u8>>) {
+        match self.head {
+            Some(head) => ready.push(head),
+            None if !self.run.is_empty() => ready.push(self.run),
+            None => {}
+        }
+    }
+}
+
+/// Decrypts the age file arriving through `rx` (its header, then its runs: [`Gather`]) into
+/// pieces for the writer: the header through the `age` crate, then each chunk opened where it
+/// lies ([`body_stream::Unsealer`]), so the writer writes from the very buffer the bytes were
 /// gathered in.
 fn open_body(
-    reader: &mut ChannelReader,
+    rx: &mut mpsc::Receiver<Vec<u8>>,
     identity: &age::x25519::Identity,
     tx: &mpsc::Sender<std::io::Result<Piece>>,
-    spares: &Spares,
 ) -> Result<()> {
-    let mut opener = body_stream::Opener::start(&mut *reader, identity)?;
-    opener.open_pieces(
-        |buf| body_stream::read_full(reader, buf),
-        || spares.take_any(),
-        |piece| send_piece(tx, piece),
-    )?;
+    let header = rx
+        .blocking_recv()
+        .ok_or_else(|| anyhow::anyhow!("the body ended before its header"))?;
+    let mut unsealer =
+        body_stream::Unsealer::new(body_stream::Opener::start_exact(&header, identity)?);
+    let mut last = Vec::new();
+    while let Some(run) = rx.blocking_recv() {
+        if run.len() < PIECE {
+            last = run;
+            break;
+        }
+        if let Some(piece) = unsealer.push(run)? {
+            send_piece(tx, piece)?;
+        }
+    }
+    for piece in unsealer.finish(last)?.into_iter().flatten() {
+        send_piece(tx, piece)?;
+    }
     Ok(())
 }
 

@@ -261,6 +261,22 @@ impl Opener {
         })
     }
 
+    /// [`Opener::start`] for a header cut from the ciphertext ([`header_len`]): it must be the
+    /// whole header and nonce, nothing more and nothing less.
+    pub fn start_exact(
+        header: &[u8],
+        identity: &age::x25519::Identity,
+    ) -> Result<Self, CryptoError> {
+        let mut rest = header;
+        let opener = Self::start(&mut rest, identity)?;
+        if !rest.is_empty() {
+            return Err(CryptoError::Decrypt(
+                "the body's header does not end where it seemed to".into(),
+            ));
+        }
+        Ok(opener)
+    }
+
     /// Opens the next chunk in place and returns its plaintext, the start of `frame`. A chunk
     /// that is not `last` is exactly [`FRAME`] bytes; the last may be shorter, and may be empty
     /// only when it is also the first. A chunk that fails to authenticate, with the position and
@@ -345,123 +361,193 @@ impl Piece {
     }
 }
 
-/// Reads a body's chunks straight into pieces and has `finish` seal or open each one where it
-/// lies, so no bytes are copied between the read and the send or write. Every read asks for
-/// `slot` bytes into a frame, and `finish` gets them followed by `room` more bytes ([`CHUNK`] and
-/// [`TAG`] to seal, [`FRAME`] and 0 to open) and returns the bytes of the frame then in use.
-/// `buffers` gives each new piece its buffer (a used one is fine: it is resized, not cleared).
-///
-/// age marks a body's last chunk, and a full chunk is the last only if nothing follows it, so
-/// each full chunk waits until the next read: one that finds nothing makes it the last. A short
-/// read (the input ended) is the last chunk at once, and nothing more is read; an input with
-/// nothing at all is one empty last chunk, which sealing accepts (an empty file) and opening
-/// refuses (no chunks).
-fn walk_chunks<E>(
-    slot: usize,
-    room: usize,
-    mut read: impl FnMut(&mut [u8]) -> Result<usize, E>,
-    mut buffers: impl FnMut() -> Vec<u8>,
-    mut finish: impl FnMut(&mut [u8], bool) -> Result<usize, E>,
-    mut send: impl FnMut(Piece) -> Result<(), E>,
-) -> Result<(), E> {
-    let mut piece = Piece::new(buffers());
-    // A piece whose final chunk is the one waiting.
-    let mut full: Option<Piece> = None;
-    let mut waiting = false;
-    loop {
-        if piece.count == FRAMES {
-            full = Some(std::mem::replace(&mut piece, Piece::new(buffers())));
-        }
-        let at = piece.count * FRAME;
-        let n = read(&mut piece.buf[at..at + slot])?;
-        if waiting {
-            let last = n == 0;
-            let holder = full.as_mut().unwrap_or(&mut piece);
-            let i = holder.count - 1;
-            holder.lens[i] = finish(&mut holder.buf[i * FRAME..i * FRAME + slot + room], last)?;
-            if let Some(done) = full.take() {
-                send(done)?;
-            }
-            if last {
-                break;
-            }
-        }
-        let i = piece.count;
-        piece.count += 1;
-        if n < slot {
-            piece.lens[i] = finish(&mut piece.buf[at..at + n + room], true)?;
-            break;
-        }
-        waiting = true;
-    }
-    if piece.count > 0 {
-        send(piece)?;
-    }
-    Ok(())
-}
-
 impl Sealer {
     /// Reads a body's plaintext with `read` (which fills what it is given unless the input ends,
-    /// as [`read_full`] does) a chunk at a time, straight into pieces from `buffers`, and seals
-    /// each chunk where it lies; `send` gets each piece once all its chunks are sealed
-    /// ([`Piece::into_sealed`] is the bytes that follow the header). Ends with the last chunk.
+    /// as [`read_full`] does) a chunk at a time, straight into the frames of pieces from
+    /// `buffers` (a used buffer is fine: it is resized, not cleared), and seals each chunk where
+    /// it lies, so nothing is copied between the read and the send. `send` gets each piece once
+    /// all its chunks are sealed ([`Piece::into_sealed`] is the bytes that follow the header).
+    ///
+    /// age marks a body's last chunk, and a full chunk is the last only if nothing follows it, so
+    /// each full chunk waits, unsealed, for the next read: one that finds nothing makes it the
+    /// last. A short read (the input ended) is the last chunk at once, and nothing more is read;
+    /// an empty input is one empty last chunk.
     pub fn seal_pieces<E: From<CryptoError>>(
         &mut self,
-        read: impl FnMut(&mut [u8]) -> Result<usize, E>,
-        buffers: impl FnMut() -> Vec<u8>,
-        send: impl FnMut(Piece) -> Result<(), E>,
+        mut read: impl FnMut(&mut [u8]) -> Result<usize, E>,
+        mut buffers: impl FnMut() -> Vec<u8>,
+        mut send: impl FnMut(Piece) -> Result<(), E>,
     ) -> Result<(), E> {
-        let finish = |frame: &mut [u8], last| {
-            self.seal(frame, last)?;
-            Ok(frame.len())
-        };
-        walk_chunks(CHUNK, TAG, read, buffers, finish, send)
-    }
-}
-
-impl Opener {
-    /// Reads the chunks that follow the header with `read` (which fills what it is given unless
-    /// the input ends, as [`read_full`] does), gathering them into pieces from `buffers`, and
-    /// opens each chunk where it lies; `send` gets each piece once all its chunks have
-    /// authenticated ([`Piece::chunks`] is their plaintext). Fails unless the input ends exactly
-    /// after the last chunk; a failing chunk's piece is never sent.
-    pub fn open_pieces<E: From<CryptoError>>(
-        &mut self,
-        read: impl FnMut(&mut [u8]) -> Result<usize, E>,
-        buffers: impl FnMut() -> Vec<u8>,
-        send: impl FnMut(Piece) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let finish = |frame: &mut [u8], last| Ok(self.open(frame, last)?.len());
-        walk_chunks(FRAME, 0, read, buffers, finish, send)?;
-        if !self.finished() {
-            return Err(CryptoError::Decrypt("the body ends before its last chunk".into()).into());
+        let mut piece = Piece::new(buffers());
+        // A piece whose final chunk is the one waiting.
+        let mut full: Option<Piece> = None;
+        let mut waiting = false;
+        loop {
+            if piece.count == FRAMES {
+                full = Some(std::mem::replace(&mut piece, Piece::new(buffers())));
+            }
+            let at = piece.count * FRAME;
+            let n = read(&mut piece.buf[at..at + CHUNK])?;
+            if waiting {
+                let last = n == 0;
+                let holder = full.as_mut().unwrap_or(&mut piece);
+                let i = holder.count - 1;
+                self.seal(&mut holder.buf[i * FRAME..(i + 1) * FRAME], last)?;
+                holder.lens[i] = FRAME;
+                if let Some(done) = full.take() {
+                    send(done)?;
+                }
+                if last {
+                    break;
+                }
+            }
+            let i = piece.count;
+            piece.count += 1;
+            if n < CHUNK {
+                self.seal(&mut piece.buf[at..at + n + TAG], true)?;
+                piece.lens[i] = n + TAG;
+                break;
+            }
+            waiting = true;
+        }
+        if piece.count > 0 {
+            send(piece)?;
         }
         Ok(())
     }
 }
 
+/// Where an age file's payload starts, if `prefix` holds its whole header: after the MAC line
+/// (`--- ` and base64, the only line of a header that starts with `-` and not `->`) and the
+/// 16-byte nonce. A hint for cutting the ciphertext into pieces as it arrives, nothing more: the
+/// header itself is checked by [`Opener::start`], which refuses one that does not end there.
+pub fn header_len(prefix: &[u8]) -> Option<usize> {
+    const MAC: &[u8] = b"\n--- ";
+    let mac = prefix.windows(MAC.len()).position(|w| w == MAC)? + 1;
+    let end = mac + prefix[mac..].iter().position(|&b| b == b'\n')? + 1 + NONCE;
+    (end <= prefix.len()).then_some(end)
+}
+
+/// Opens a body's payload as it arrives in runs of [`PIECE`] bytes, each a [`Piece`] of
+/// [`FRAMES`] whole chunks: the payload is chunks of exactly [`FRAME`] bytes but the last, so
+/// cutting it every [`PIECE`] bytes never splits one. Each chunk is opened where it lies, and
+/// whether a full chunk is the body's last is known only from what comes after it, so a run's
+/// final chunk waits for the next run, or for the end.
+pub struct Unsealer {
+    opener: Opener,
+    held: Option<Piece>,
+}
+
+impl Unsealer {
+    /// Opens the payload that follows the header `opener` read.
+    pub fn new(opener: Opener) -> Self {
+        Self { opener, held: None }
+    }
+
+    /// Takes the next run, exactly [`PIECE`] bytes (a shorter one ends the payload: pass it to
+    /// [`Unsealer::finish`]). Returns the run before it, all its chunks now authenticated.
+    pub fn push(&mut self, run: Vec<u8>) -> Result<Option<Piece>, CryptoError> {
+        if run.len() != PIECE {
+            return Err(CryptoError::Decrypt(
+                "a run of the body has the wrong length".into(),
+            ));
+        }
+        let before = self.release(false)?;
+        let mut piece = Piece {
+            buf: run,
+            lens: [0; FRAMES],
+            count: FRAMES,
+        };
+        for i in 0..FRAMES - 1 {
+            piece.lens[i] = self.open_frame(&mut piece, i, false)?;
+        }
+        self.held = Some(piece);
+        Ok(before)
+    }
+
+    /// Takes the last run, shorter than [`PIECE`] bytes and possibly empty, and checks that the
+    /// payload ends exactly with its last chunk. Returns what was still held and this run,
+    /// opened.
+    pub fn finish(mut self, run: Vec<u8>) -> Result<[Option<Piece>; 2], CryptoError> {
+        if run.len() >= PIECE {
+            return Err(CryptoError::Decrypt(
+                "a run of the body has the wrong length".into(),
+            ));
+        }
+        if run.is_empty() && self.held.is_some() {
+            return Ok([self.release(true)?, None]);
+        }
+        let before = self.release(false)?;
+        // Whole chunks, then a short one; a run that ends on a chunk boundary ends with a whole
+        // last chunk; an empty payload is one empty chunk, which `open` refuses.
+        let count = run.len().div_ceil(FRAME).max(1);
+        let mut piece = Piece {
+            buf: run,
+            lens: [0; FRAMES],
+            count,
+        };
+        for i in 0..count {
+            piece.lens[i] = self.open_frame(&mut piece, i, i == count - 1)?;
+        }
+        if !self.opener.finished() {
+            return Err(CryptoError::Decrypt(
+                "the body ends before its last chunk".into(),
+            ));
+        }
+        Ok([before, Some(piece)])
+    }
+
+    /// Opens the held run's final chunk, as the `last` or not, and gives the run up.
+    fn release(&mut self, last: bool) -> Result<Option<Piece>, CryptoError> {
+        let Some(mut piece) = self.held.take() else {
+            return Ok(None);
+        };
+        piece.lens[FRAMES - 1] = self.open_frame(&mut piece, FRAMES - 1, last)?;
+        Ok(Some(piece))
+    }
+
+    /// Opens chunk `i` of `piece` in place and returns its plaintext length.
+    fn open_frame(
+        &mut self,
+        piece: &mut Piece,
+        i: usize,
+        last: bool,
+    ) -> Result<usize, CryptoError> {
+        let end = piece.buf.len().min((i + 1) * FRAME);
+        let frame = &mut piece.buf[i * FRAME..end];
+        Ok(self.opener.open(frame, last)?.len())
+    }
+}
+
 /// Decrypts the chunks that follow an [`Opener`]'s header in `input`, handing each plaintext
-/// to `each` once it has authenticated ([`Opener::open_pieces`]). Returns the plaintext size.
+/// to `each` once it has authenticated ([`Unsealer`]). Returns the plaintext size.
 pub fn open_all(
-    opener: &mut Opener,
+    opener: Opener,
     mut input: impl Read,
     mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, CryptoError> {
+    let mut unsealer = Unsealer::new(opener);
     let mut size = 0u64;
-    opener.open_pieces(
-        |buf| read_full(&mut input, buf).map_err(|e| CryptoError::Decrypt(e.to_string())),
-        Vec::new,
-        |piece| {
-            for plain in piece.chunks() {
-                each(plain).map_err(|e| {
-                    CryptoError::Decrypt(format!("cannot write the plaintext: {e}"))
-                })?;
-                size += plain.len() as u64;
+    let mut hand_on = |piece: Option<Piece>| -> Result<(), CryptoError> {
+        for plain in piece.iter().flat_map(Piece::chunks) {
+            each(plain)
+                .map_err(|e| CryptoError::Decrypt(format!("cannot write the plaintext: {e}")))?;
+            size += plain.len() as u64;
+        }
+        Ok(())
+    };
+    loop {
+        let mut run = vec![0u8; PIECE];
+        let n = read_full(&mut input, &mut run).map_err(|e| CryptoError::Decrypt(e.to_string()))?;
+        if n < PIECE {
+            run.truncate(n);
+            for piece in unsealer.finish(run)? {
+                hand_on(piece)?;
             }
-            Ok(())
-        },
-    )?;
-    Ok(size)
+            return Ok(size);
+        }
+        hand_on(unsealer.push(run)?)?;
+    }
 }
 
 #[cfg(test)]
@@ -491,10 +577,10 @@ mod tests {
         identity: &age::x25519::Identity,
         file: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
-        let mut input = file;
-        let mut opener = Opener::start(&mut input, identity)?;
+        let mut input = Jitter(file, file.len() as u64);
+        let opener = Opener::start(&mut input, identity)?;
         let mut out = Vec::new();
-        open_all(&mut opener, input, |p| {
+        open_all(opener, input, |p| {
             out.extend_from_slice(p);
             Ok(())
         })?;
@@ -662,23 +748,31 @@ mod tests {
                 data,
                 "{len}: age reads it"
             );
-            let mut input = Jitter(&file, 7);
-            let mut opener = Opener::start(&mut input, &id).unwrap();
+            // As a download does: the header, then runs of PIECE bytes.
+            let split = header_len(&file[..file.len().min(4096)]).unwrap();
+            let mut unsealer = Unsealer::new(Opener::start_exact(&file[..split], &id).unwrap());
             let mut back = Vec::new();
             let mut pieces = 0;
-            opener
-                .open_pieces::<CryptoError>(
-                    |buf| Ok(read_full(&mut input, buf).unwrap()),
-                    Vec::new,
-                    |piece| {
-                        pieces += 1;
-                        piece.chunks().for_each(|c| back.extend_from_slice(c));
-                        Ok(())
-                    },
-                )
-                .unwrap();
+            let mut runs = file[split..].chunks_exact(PIECE);
+            let mut opened: Vec<Option<Piece>> = runs
+                .by_ref()
+                .map(|run| unsealer.push(run.to_vec()).unwrap())
+                .collect();
+            opened.extend(unsealer.finish(runs.remainder().to_vec()).unwrap());
+            for piece in opened.into_iter().flatten() {
+                pieces += 1;
+                piece.chunks().for_each(|c| back.extend_from_slice(c));
+            }
             assert!(back == data, "{len}: read back differently");
             assert_eq!(pieces, len.div_ceil(PIECE - FRAMES * TAG).max(1), "{len}");
+            assert!(
+                Opener::start_exact(&file[..split + 1], &id).is_err(),
+                "{len}: header + 1"
+            );
+            assert!(
+                Opener::start_exact(&file[..split - 1], &id).is_err(),
+                "{len}: header - 1"
+            );
         }
     }
 

@@ -84,8 +84,8 @@ pub fn decrypt_into(
     identity: &age::x25519::Identity,
     mut output: impl Write,
 ) -> Result<u64, CryptoError> {
-    let mut opener = crate::body_stream::Opener::start(&mut input, identity)?;
-    crate::body_stream::open_all(&mut opener, input, |plain| output.write_all(plain))
+    let opener = crate::body_stream::Opener::start(&mut input, identity)?;
+    crate::body_stream::open_all(opener, input, |plain| output.write_all(plain))
 }
 
 /// A record's own key `R`.
