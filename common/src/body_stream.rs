@@ -113,21 +113,17 @@ struct Counter {
 }
 
 impl Counter {
-    fn nonce(&mut self, last: bool) -> Result<Nonce, CryptoError> {
+    /// The next chunk's nonce; `None` once the last chunk has had its own (or after 2^64 chunks).
+    fn nonce(&mut self, last: bool) -> Option<Nonce> {
         if self.done {
-            return Err(CryptoError::Decrypt(
-                "data follows the final chunk of the body".into(),
-            ));
+            return None;
         }
         let mut n = [0u8; 12];
         n[3..11].copy_from_slice(&self.next.to_be_bytes());
         n[11] = u8::from(last);
-        self.next = self
-            .next
-            .checked_add(1)
-            .ok_or_else(|| CryptoError::Decrypt("too many chunks".into()))?;
+        self.next = self.next.checked_add(1)?;
         self.done = last;
-        Ok(Nonce::assume_unique_for_key(n))
+        Some(Nonce::assume_unique_for_key(n))
     }
 }
 
@@ -167,19 +163,22 @@ impl Sealer {
         let len = frame
             .len()
             .checked_sub(TAG)
-            .ok_or_else(|| CryptoError::Decrypt("a chunk needs room for its tag".into()))?;
+            .ok_or_else(|| CryptoError::Encrypt("a chunk needs room for its tag".into()))?;
         if len > CHUNK || (!last && len != CHUNK) || (last && len == 0 && self.at.next > 0) {
-            return Err(CryptoError::Decrypt(format!(
+            return Err(CryptoError::Encrypt(format!(
                 "a chunk of {len} bytes cannot be {} chunk",
                 if last { "the last" } else { "a middle" }
             )));
         }
-        let nonce = self.at.nonce(last)?;
+        let nonce = self
+            .at
+            .nonce(last)
+            .ok_or_else(|| CryptoError::Encrypt("the last chunk is already sealed".into()))?;
         let (plain, room) = frame.split_at_mut(len);
         let tag = self
             .key
             .seal_in_place_separate_tag(nonce, Aad::empty(), plain)
-            .map_err(|_| CryptoError::Decrypt("sealing a chunk failed".into()))?;
+            .map_err(|_| CryptoError::Encrypt("sealing a chunk failed".into()))?;
         room.copy_from_slice(tag.as_ref());
         Ok(())
     }
@@ -292,7 +291,9 @@ impl Opener {
         if last && frame.len() == TAG && self.at.next > 0 {
             return bad("its last chunk is empty");
         }
-        let nonce = self.at.nonce(last)?;
+        let Some(nonce) = self.at.nonce(last) else {
+            return bad("data follows its last chunk");
+        };
         match self.key.open_in_place(nonce, Aad::empty(), frame) {
             Ok(plain) => Ok(plain),
             Err(_) => bad("a chunk does not authenticate"),
