@@ -4,9 +4,9 @@
 //! sealed where it lies ([`body_stream`]) on a blocking thread; the pieces go through a bounded
 //! channel to be hashed and sent as the HTTP body. Reading and encrypting run on one core while
 //! hashing, the network and the server use the other, and no document is ever whole in memory.
-//! Download is the mirror image: the ciphertext is hashed as it arrives, gathered into pieces of
-//! whole chunks and opened in place on one thread, and hashed and written from those same pieces
-//! on another. The plaintext goes to a hidden temp file beside the destination
+//! Download is the mirror image: the ciphertext is hashed as it arrives and cut into runs of whole
+//! chunks ([`Gather`]), which are opened in place on one thread, hashed on a second and written
+//! from those same buffers on a third. The plaintext goes to a hidden temp file beside the destination
 //! ([`DurableWriter`], written behind so its fsync is short), and is renamed into place only after
 //! the ciphertext's size and hash ([`healthlock_common::body_hash`]) match what the patient signed
 //! and every chunk has authenticated.
