@@ -56,36 +56,20 @@ pub fn open(
 /// of earlier chunks may already be in `output`, so write to a temporary place and keep it only
 /// on `Ok`.
 pub fn decrypt_stream(
-    input: impl Read,
-    identity: &age::x25519::Identity,
-    output: impl Write,
-) -> Result<(String, u64), CryptoError> {
-    use sha2::Digest;
-    struct Hashing<W>(W, sha2::Sha256);
-    impl<W: Write> Write for Hashing<W> {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            let n = self.0.write(data)?;
-            self.1.update(&data[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.0.flush()
-        }
-    }
-    let mut out = Hashing(output, sha2::Sha256::new());
-    let size = decrypt_into(input, identity, &mut out)?;
-    Ok((crate::encoding::hex(&out.1.finalize()), size))
-}
-
-/// [`decrypt_stream`] without the hash. Returns the plaintext size. The header goes through the
-/// `age` crate, the chunks through [`crate::body_stream`], as a record body's do.
-pub fn decrypt_into(
     mut input: impl Read,
     identity: &age::x25519::Identity,
     mut output: impl Write,
-) -> Result<u64, CryptoError> {
+) -> Result<(String, u64), CryptoError> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    // The header goes through the `age` crate, the chunks through `body_stream`, as a record
+    // body's do in `fetch`.
     let opener = crate::body_stream::Opener::start(&mut input, identity)?;
-    crate::body_stream::open_all(opener, input, |plain| output.write_all(plain))
+    let size = crate::body_stream::open_all(opener, input, |plain| {
+        hash.update(plain);
+        output.write_all(plain)
+    })?;
+    Ok((crate::encoding::hex(&hash.finalize()), size))
 }
 
 /// A record's own key `R`.

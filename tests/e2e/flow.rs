@@ -140,16 +140,7 @@ fn doctor_reads_everything_and_attaches_a_note() {
     );
     let note_id = attached["record"].as_str().unwrap();
 
-    let listed = || {
-        alice
-            .json(&["records"], None)
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == note_id)
-            .expect("attached record in vault")
-            .clone()
-    };
+    let listed = || alice.listed(note_id);
     let rec = listed();
     assert_eq!(rec["title"], "Referral");
     assert_eq!(rec["added_by"], "carol");

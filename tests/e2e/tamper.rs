@@ -301,16 +301,7 @@ fn a_record_the_server_swaps_plants_or_recategorizes_is_never_shared() {
         ],
     );
 
-    let listed = alice.json(&["records"], None);
-    let sealed = |id: &str| {
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == id)
-            .unwrap_or_else(|| panic!("{id} listed"))["sealed"]
-            .clone()
-    };
+    let sealed = |id: &str| alice.listed(id)["sealed"].clone();
     assert_eq!(sealed(&source), true);
     for id in [&swapped, &planted, &relabelled, &disguised] {
         assert_eq!(sealed(id), false, "{id}");
@@ -434,16 +425,7 @@ fn a_record_hashed_with_sha256_before_blake3_still_checks_seals_shares_and_fetch
     }
     put_record_rows(&mut server, &legacy);
 
-    let listed = |id: &str| {
-        alice
-            .json(&["records"], None)
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == id)
-            .unwrap()["sealed"]
-            .clone()
-    };
+    let listed = |id: &str| alice.listed(id)["sealed"].clone();
     assert_eq!(listed(&sealed), true, "a seal made before BLAKE3 verifies");
     assert_eq!(listed(&unsealed), false);
     // A SHA-256 that does not match the body is caught as such, and nothing is written or sealed.

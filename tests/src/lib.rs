@@ -384,6 +384,18 @@ impl User {
         v[0]["id"].as_str().expect("record id").to_owned()
     }
 
+    /// This user's `records --json` entry for `id`; panics if the vault does not list it.
+    pub fn listed(&self, id: &str) -> serde_json::Value {
+        let records = self.json(&["records"], None);
+        records
+            .as_array()
+            .expect("records is a list")
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} is not listed"))
+            .clone()
+    }
+
     /// Shares records and returns the `--json` result.
     pub fn share(&self, records: &[&str], role: &str, extra: &[&str]) -> serde_json::Value {
         let mut args = vec!["share"];
