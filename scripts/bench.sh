@@ -24,6 +24,13 @@
 # or an `age` output removed between runs) writes into warm pages and the next into cold ones:
 # `age -r` of 2 GiB took 1.8–2.6 s primed and 5.3–6.6 s not, the same hour. BENCH_PRIME=0
 # turns it off, to see that effect; without such a balloon it should change nothing.
+# Priming does not always win: the kernel hands freed memory to the host in the background, and
+# when it does so during a run, that run pays. On the development VM `age -d` took 0.57–1.58 s
+# in one run of five rounds (system time 0.25–1.31 s), and 0.53–0.59 s with reporting off, the
+# same hour. So the script says when free page reporting is on, and how to turn it off while
+# measuring (as root: `echo 11 > /sys/module/page_reporting/parameters/page_reporting_order`,
+# i.e. report only blocks larger than the largest there is; the old value back afterwards). It
+# changes nothing itself. Every round's figure is printed beside the median, so noise shows.
 set -euo pipefail
 SIZE=${1:-256}
 ROUNDS=${2:-3}
@@ -31,6 +38,13 @@ PARALLEL=${3:-0}
 for tool in age age-keygen /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "bench.sh needs $tool: apt-get install age time" >&2; exit 2; }
 done
+REPORTING=/sys/module/page_reporting/parameters/page_reporting_order
+if ls /sys/bus/virtio/drivers/virtio_balloon/virtio* >/dev/null 2>&1 && [ -r $REPORTING ] \
+  && [ "$(cat $REPORTING)" -le 10 ]; then
+  echo "note: this VM hands free memory back to its host (free page reporting), which makes" >&2
+  echo "  figures vary from round to round; to hold them steady while measuring, as root:" >&2
+  echo "  echo 11 > $REPORTING   (and $(cat $REPORTING) back afterwards)" >&2
+fi
 cd "$(dirname "$0")/.."
 cargo build --release -q -p healthlock -p healthlock-server
 BIN=$PWD/target/release
@@ -105,11 +119,12 @@ def med(label): return statistics.median(s for s, _ in rows[label])
 def ratio(a, b): return f"{a / b:.2f}x" if b else "n/a (too fast to time)"
 def rss(label): return max(k for _, k in rows[label]) / 1024
 print(f"file: {size} MiB, rounds: {len(rows['hl-upload'])} (medians; peak RSS is the max)")
-print(f"{'what':<17} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
+print(f"{'what':<17} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}  every round, in order")
 labels = ["durable-copy", "age-encrypt", "age-encrypt+sync", "hl-upload", "age-decrypt", "age-decrypt+sync", "hl-fetch"]
 for label in labels:
     s = med(label)
-    print(f"{label:<17} {s:>8.2f} {size / s if s else 0:>8.0f} {rss(label):>13.1f}")
+    each = " ".join(f"{t:.2f}" for t, _ in rows[label])
+    print(f"{label:<17} {s:>8.2f} {size / s if s else 0:>8.0f} {rss(label):>13.1f}  {each}")
 for hl, base in [("hl-upload", "age-encrypt"), ("hl-fetch", "age-decrypt")]:
     print(f"{hl} / {base}: {ratio(med(hl), med(base))}; / {base}+sync: {ratio(med(hl), med(base + '+sync'))}")
 for hl, base in [("hl-upload", "age-encrypt"), ("hl-fetch", "age-decrypt")]:
