@@ -479,7 +479,11 @@ pub async fn stream_blob(state: &AppState, id: &RecordId) -> ApiResult<Response>
                 return Ok(None);
             }
             let n = left.min(SEND_READ);
-            let piece = tokio::task::spawn_blocking(move || read_piece(&file, n))
+            // Allocated here, where it is freed once sent: allocated on the blocking threads,
+            // the buffers spread over those threads' malloc arenas, and 8 downloads at once
+            // took the server's peak memory to 183 MiB (98 MiB allocated here).
+            let piece = Vec::with_capacity(n as usize);
+            let piece = tokio::task::spawn_blocking(move || read_piece(&file, piece, n))
                 .await
                 .map_err(std::io::Error::other)??;
             Ok::<_, std::io::Error>(Some((piece, left - n)))
@@ -492,11 +496,10 @@ pub async fn stream_blob(state: &AppState, id: &RecordId) -> ApiResult<Response>
         .map_err(ApiError::internal)
 }
 
-/// Reads the next `n` bytes of `file` into a new buffer, without zeroing it first. A file cut
+/// Reads the next `n` bytes of `file` into `piece` (empty), without zeroing it first. A file cut
 /// short since it was opened fails the response, which then ends short of its length.
-fn read_piece(file: &std::fs::File, n: u64) -> std::io::Result<Vec<u8>> {
+fn read_piece(file: &std::fs::File, mut piece: Vec<u8>, n: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut piece = Vec::with_capacity(n as usize);
     file.take(n).read_to_end(&mut piece)?;
     if piece.len() as u64 != n {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -549,10 +552,10 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"0123456789").unwrap();
         f.rewind().unwrap();
-        assert_eq!(read_piece(&f, 4).unwrap(), b"0123");
-        assert_eq!(read_piece(&f, 4).unwrap(), b"4567");
+        assert_eq!(read_piece(&f, Vec::new(), 4).unwrap(), b"0123");
+        assert_eq!(read_piece(&f, Vec::with_capacity(4), 4).unwrap(), b"4567");
         // Two bytes left where four were promised: the response must fail, not end short.
-        let e = read_piece(&f, 4).unwrap_err();
+        let e = read_piece(&f, Vec::with_capacity(4), 4).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
