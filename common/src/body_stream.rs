@@ -106,7 +106,8 @@ fn payload_key(file_key: &[u8; FILE_KEY_BYTES], nonce: &[u8; NONCE]) -> LessSafe
 }
 
 /// Where one chunk stands in the stream: its AEAD nonce is the counter (11 bytes, big-endian)
-/// and the last-chunk flag.
+/// and the last-chunk flag. A new stream starts at chunk 0.
+#[derive(Default)]
 struct Counter {
     next: u64,
     done: bool,
@@ -149,11 +150,13 @@ impl Sealer {
             .take()
             .ok_or_else(|| CryptoError::Encrypt("the file key was never wrapped".into()))?;
         let key = payload_key(&file_key, &nonce);
-        let at = Counter {
-            next: 0,
-            done: false,
-        };
-        Ok((head, Self { key, at }))
+        Ok((
+            head,
+            Self {
+                key,
+                at: Counter::default(),
+            },
+        ))
     }
 
     /// Seals the next chunk. `frame` holds its plaintext followed by [`TAG`] bytes of room for
@@ -253,10 +256,7 @@ impl Opener {
             .ok_or_else(|| CryptoError::Decrypt("no file key was unwrapped".into()))?;
         Ok(Self {
             key: payload_key(&file_key, &tail.last),
-            at: Counter {
-                next: 0,
-                done: false,
-            },
+            at: Counter::default(),
         })
     }
 
