@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use futures_util::StreamExt;
 use healthlock_common::api::{
     ErrorCode, HEADER_CATEGORY, HEADER_ENVELOPE, HEADER_META, PendingUpload, RecordInfo,
     SealRecordRequest,
@@ -457,12 +458,17 @@ pub async fn get(
 /// 64 KiB, sending 512 MiB cost the server 1.4 core-seconds, most of it switching threads.
 const SEND_READ: u64 = 1 << 20;
 
+/// Reads of a blob in flight at once: the next piece is read while the last one is sent, so
+/// the socket does not wait for the read. With the positional reads below, 512 MiB fetches took
+/// 0.77 s against 0.79, and 25.5 ticks of server CPU against 27 (docs/performance.md).
+const READ_AHEAD: usize = 2;
+
 /// Streams a blob file as the response body, exactly as long as the file was when opened.
 ///
 /// Each read runs on a blocking thread, straight into the buffer that is sent: a
 /// `tokio::fs::File` reads into a buffer of its own and copies it out on the async thread, a
 /// memmove of the whole body. And no thread is held between reads, so a client that reads
-/// slowly ties up nothing but its connection.
+/// slowly ties up nothing but its connection: at most [`READ_AHEAD`] pieces wait for it.
 pub async fn stream_blob(state: &AppState, id: &RecordId) -> ApiResult<Response> {
     let path = state.blobs.path(id);
     let (file, len) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
@@ -472,23 +478,21 @@ pub async fn stream_blob(state: &AppState, id: &RecordId) -> ApiResult<Response>
     })
     .await
     .map_err(ApiError::internal)??;
-    let pieces = futures_util::stream::try_unfold(len, move |left| {
-        let file = file.clone();
-        async move {
-            if left == 0 {
-                return Ok(None);
-            }
-            let n = left.min(SEND_READ);
+    let pieces = futures_util::stream::iter((0..len).step_by(SEND_READ as usize))
+        .map(move |at| {
+            let file = file.clone();
+            let n = (len - at).min(SEND_READ);
             // Allocated here, where it is freed once sent: allocated on the blocking threads,
             // the buffers spread over those threads' malloc arenas, and 8 downloads at once
             // took the server's peak memory to 183 MiB (98 MiB allocated here).
             let piece = Vec::with_capacity(n as usize);
-            let piece = tokio::task::spawn_blocking(move || read_piece(&file, piece, n))
-                .await
-                .map_err(std::io::Error::other)??;
-            Ok::<_, std::io::Error>(Some((piece, left - n)))
-        }
-    });
+            async move {
+                tokio::task::spawn_blocking(move || read_piece(&file, piece, at, n))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+        })
+        .buffered(READ_AHEAD);
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len)
@@ -496,15 +500,49 @@ pub async fn stream_blob(state: &AppState, id: &RecordId) -> ApiResult<Response>
         .map_err(ApiError::internal)
 }
 
-/// Reads the next `n` bytes of `file` into `piece` (empty), without zeroing it first. A file cut
+/// Reads bytes `at..at + n` of `file` into `piece` (empty), without zeroing it first. A file cut
 /// short since it was opened fails the response, which then ends short of its length.
-fn read_piece(file: &std::fs::File, mut piece: Vec<u8>, n: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    file.take(n).read_to_end(&mut piece)?;
-    if piece.len() as u64 != n {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
+fn read_piece(
+    file: &std::fs::File,
+    mut piece: Vec<u8>,
+    at: u64,
+    n: u64,
+) -> std::io::Result<Vec<u8>> {
+    let n = usize::try_from(n).map_err(std::io::Error::other)?;
+    piece.reserve_exact(n);
+    while piece.len() < n {
+        let from = at + piece.len() as u64;
+        if read_at(file, &mut piece, from)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
     }
+    // The spare room may have been larger than asked for.
+    piece.truncate(n);
     Ok(piece)
+}
+
+/// Reads from `at` into the spare room of `piece` and returns how many bytes came. Positional,
+/// so reads ahead share no file offset; one system call per piece, where `read_to_end` started
+/// at 8 KiB and doubled (eight calls per MiB, and 3.5 ticks of server CPU per 512 MiB sent).
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, piece: &mut Vec<u8>, at: u64) -> std::io::Result<usize> {
+    loop {
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(piece), at) {
+            Err(rustix::io::Errno::INTR) => {}
+            got => return got.map_err(Into::into),
+        }
+    }
+}
+
+/// [`read_at`] where there is no `pread`: the room is zeroed first.
+#[cfg(windows)]
+fn read_at(file: &std::fs::File, piece: &mut Vec<u8>, at: u64) -> std::io::Result<usize> {
+    use std::os::windows::fs::FileExt;
+    let filled = piece.len();
+    piece.resize(piece.capacity(), 0);
+    let got = file.seek_read(&mut piece[filled..], at);
+    piece.truncate(filled + got.as_ref().map_or(0, |n| *n));
+    got
 }
 
 /// `GET /v1/records/{id}/body`: the ciphertext, after the access is durably audited.
@@ -545,17 +583,20 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Seek, Write};
+    use std::io::Write;
 
     #[test]
-    fn a_blob_is_read_in_order_and_a_short_one_is_refused() {
+    fn a_blob_is_read_where_asked_and_a_short_one_is_refused() {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"0123456789").unwrap();
-        f.rewind().unwrap();
-        assert_eq!(read_piece(&f, Vec::new(), 4).unwrap(), b"0123");
-        assert_eq!(read_piece(&f, Vec::with_capacity(4), 4).unwrap(), b"4567");
+        // Out of order, as reads ahead may run, and into more room than asked for.
+        assert_eq!(read_piece(&f, Vec::new(), 4, 4).unwrap(), b"4567");
+        assert_eq!(
+            read_piece(&f, Vec::with_capacity(64), 0, 4).unwrap(),
+            b"0123"
+        );
         // Two bytes left where four were promised: the response must fail, not end short.
-        let e = read_piece(&f, Vec::with_capacity(4), 4).unwrap_err();
+        let e = read_piece(&f, Vec::with_capacity(4), 8, 4).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
