@@ -454,22 +454,9 @@ fn open_body(
     let header = rx
         .blocking_recv()
         .ok_or_else(|| anyhow::anyhow!("the body ended before its header"))?;
-    let mut unsealer =
-        body_stream::Unsealer::new(body_stream::Opener::start_exact(&header, identity)?);
-    let mut last = Vec::new();
-    while let Some(run) = rx.blocking_recv() {
-        if run.len() < PIECE {
-            last = run;
-            break;
-        }
-        if let Some(piece) = unsealer.push(run)? {
-            send_piece(tx, piece)?;
-        }
-    }
-    for piece in unsealer.finish(last)?.into_iter().flatten() {
-        send_piece(tx, piece)?;
-    }
-    Ok(())
+    let runs = std::iter::from_fn(|| rx.blocking_recv().map(Ok));
+    body_stream::Unsealer::new(body_stream::Opener::start_exact(&header, identity)?)
+        .open_runs(runs, |piece| Ok(send_piece(tx, piece)?))
 }
 
 /// Hashes a download's plaintext on its way to the writer: SHA-256 is the largest single cost of a

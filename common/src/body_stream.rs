@@ -498,6 +498,32 @@ impl Unsealer {
         Ok([before, Some(piece)])
     }
 
+    /// Opens a whole payload from its runs, in order ([`Unsealer::push`] for each, then
+    /// [`Unsealer::finish`] with the first shorter one, or with nothing if the runs simply end),
+    /// handing each piece to `each` once all its chunks have authenticated. Runs after a short
+    /// one are never asked for.
+    pub fn open_runs<E: From<CryptoError>>(
+        mut self,
+        runs: impl IntoIterator<Item = Result<Vec<u8>, E>>,
+        mut each: impl FnMut(Piece) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut last = Vec::new();
+        for run in runs {
+            let run = run?;
+            if run.len() < PIECE {
+                last = run;
+                break;
+            }
+            if let Some(piece) = self.push(run)? {
+                each(piece)?;
+            }
+        }
+        for piece in self.finish(last)?.into_iter().flatten() {
+            each(piece)?;
+        }
+        Ok(())
+    }
+
     /// Opens the held run's final chunk, as the `last` or not, and gives the run up.
     fn release(&mut self, last: bool) -> Result<Option<Piece>, CryptoError> {
         let Some(mut piece) = self.held.take() else {
@@ -527,28 +553,26 @@ pub fn open_all(
     mut input: impl Read,
     mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, CryptoError> {
-    let mut unsealer = Unsealer::new(opener);
+    let runs = std::iter::from_fn(|| {
+        let mut run = vec![0u8; PIECE];
+        Some(match read_full(&mut input, &mut run) {
+            Ok(n) => {
+                run.truncate(n);
+                Ok(run)
+            }
+            Err(e) => Err(CryptoError::Decrypt(e.to_string())),
+        })
+    });
     let mut size = 0u64;
-    let mut hand_on = |piece: Option<Piece>| -> Result<(), CryptoError> {
-        for plain in piece.iter().flat_map(Piece::chunks) {
+    Unsealer::new(opener).open_runs(runs, |piece| {
+        for plain in piece.chunks() {
             each(plain)
                 .map_err(|e| CryptoError::Decrypt(format!("cannot write the plaintext: {e}")))?;
             size += plain.len() as u64;
         }
         Ok(())
-    };
-    loop {
-        let mut run = vec![0u8; PIECE];
-        let n = read_full(&mut input, &mut run).map_err(|e| CryptoError::Decrypt(e.to_string()))?;
-        if n < PIECE {
-            run.truncate(n);
-            for piece in unsealer.finish(run)? {
-                hand_on(piece)?;
-            }
-            return Ok(size);
-        }
-        hand_on(unsealer.push(run)?)?;
-    }
+    })?;
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -751,19 +775,18 @@ mod tests {
             );
             // As a download does: the header, then runs of PIECE bytes.
             let split = header_len(&file[..file.len().min(4096)]).unwrap();
-            let mut unsealer = Unsealer::new(Opener::start_exact(&file[..split], &id).unwrap());
             let mut back = Vec::new();
             let mut pieces = 0;
-            let mut runs = file[split..].chunks_exact(PIECE);
-            let mut opened: Vec<Option<Piece>> = runs
-                .by_ref()
-                .map(|run| unsealer.push(run.to_vec()).unwrap())
-                .collect();
-            opened.extend(unsealer.finish(runs.remainder().to_vec()).unwrap());
-            for piece in opened.into_iter().flatten() {
-                pieces += 1;
-                piece.chunks().for_each(|c| back.extend_from_slice(c));
-            }
+            Unsealer::new(Opener::start_exact(&file[..split], &id).unwrap())
+                .open_runs(
+                    file[split..].chunks(PIECE).map(|run| Ok(run.to_vec())),
+                    |piece| {
+                        pieces += 1;
+                        piece.chunks().for_each(|c| back.extend_from_slice(c));
+                        Ok::<_, CryptoError>(())
+                    },
+                )
+                .unwrap();
             assert!(back == data, "{len}: read back differently");
             assert_eq!(pieces, len.div_ceil(PIECE - FRAMES * TAG).max(1), "{len}");
             assert!(

@@ -3,7 +3,7 @@
 //! outcome. Vectors for features HealthLock never uses on bodies (passphrases, ASCII armor) are
 //! counted and left out; every X25519 vector runs.
 
-use healthlock_common::body_stream::{Opener, PIECE, Unsealer, header_len};
+use healthlock_common::body_stream::{Opener, header_len, open_all};
 use healthlock_common::envelope::decrypt_stream;
 use std::io::Read;
 use std::path::PathBuf;
@@ -94,28 +94,16 @@ fn parse(name: String, bytes: &[u8]) -> Vector {
 }
 
 /// Decrypts as `healthlock fetch` does: the header cut off at [`header_len`] and opened
-/// exactly, then the payload in runs of [`PIECE`] bytes through an [`Unsealer`].
+/// exactly, then the payload in runs of `PIECE` bytes ([`open_all`]).
 fn open_as_download(file: &[u8], identity: &age::x25519::Identity) -> Result<Vec<u8>, String> {
     let split = header_len(file).ok_or("no header end")?;
     let opener = Opener::start_exact(&file[..split], identity).map_err(|e| e.to_string())?;
-    let mut unsealer = Unsealer::new(opener);
-    let mut runs = file[split..].chunks_exact(PIECE);
     let mut out = Vec::new();
-    let mut take = |piece: Option<healthlock_common::body_stream::Piece>| {
-        piece
-            .iter()
-            .flat_map(|p| p.chunks())
-            .for_each(|c| out.extend_from_slice(c));
-    };
-    for run in runs.by_ref() {
-        take(unsealer.push(run.to_vec()).map_err(|e| e.to_string())?);
-    }
-    for piece in unsealer
-        .finish(runs.remainder().to_vec())
-        .map_err(|e| e.to_string())?
-    {
-        take(piece);
-    }
+    open_all(opener, &file[split..], |plain| {
+        out.extend_from_slice(plain);
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
     Ok(out)
 }
 
